@@ -1,0 +1,58 @@
+"""scoresde: sample score-based diffusion models by integrating continuous-time SDEs and ODEs."""
+
+from scoresde import ddpm, grids, solvers, targets
+from scoresde.adapters import (
+    Score,
+    continuous_time,
+    discrete_index,
+    eps_from_score,
+    scaled_time,
+    score_from_eps,
+    score_from_v,
+    score_from_x0,
+    x0_from_score,
+)
+from scoresde.schedules import (
+    CosineSchedule,
+    DiscreteSchedule,
+    LinearSchedule,
+    LogAlphaBarSchedule,
+    NoiseSchedule,
+)
+from scoresde.grids import make_time_grid
+from scoresde.noise import BrownianNoise, GaussianNoise
+from scoresde.sample import NonFiniteSampleError, Solution, sample
+from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE",
+    "BrownianNoise",
+    "GaussianNoise",
+    "NonFiniteSampleError",
+    "Solution",
+    "grids",
+    "make_time_grid",
+    "sample",
+    "solvers",
+    "VESDE",
+    "VPSDE",
+    "CosineSchedule",
+    "DiscreteSchedule",
+    "LinearSchedule",
+    "LogAlphaBarSchedule",
+    "NoiseSchedule",
+    "Score",
+    "SubVPSDE",
+    "continuous_time",
+    "ddpm",
+    "discrete_index",
+    "eps_from_score",
+    "scaled_time",
+    "score_from_eps",
+    "score_from_v",
+    "score_from_x0",
+    "targets",
+    "x0_from_score",
+]

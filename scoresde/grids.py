@@ -1,0 +1,109 @@
+"""Time grids for sampling: where the score is evaluated between T and eps.
+
+A grid for ``steps`` = N is a float64 CPU tensor of N + 1 strictly decreasing times
+
+    T = t_0 > t_1 > ... > t_{N-1} = eps > t_N = 0.
+
+The score is evaluated at t_0 .. t_{N-1} (never at 0); the last step, eps -> 0, is noise-free
+and by default is Tweedie's denoiser (see ``scoresde.sample``). The rules place the N
+evaluation times:
+
+    uniform     t_i = T + i/(N-1) (eps - T)
+    quadratic   t_i = eps + (T - eps) (1 - i/(N-1))^2            (dense near eps; DDIM's)
+    logsnr      uniform in log-SNR lambda between lambda(T) and lambda(eps)
+    karras      sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho
+                with sigma = exp(-lambda/2) (= sqrt((1 - alpha_bar)/alpha_bar) for VP), rho = 7
+
+A user tensor of evaluation times (strictly decreasing, inside (0, T]) is accepted as is; 0 is
+appended. With a ``DiscreteSchedule`` of N steps, ``uniform`` and eps = 1/N put the
+evaluations exactly on DDPM's timesteps i/N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from scoresde.checks import check_positive_int, check_times
+from scoresde.sde import SDE
+
+GridRule = Callable[[SDE, int, float], Tensor]
+
+
+def _fraction(steps: int) -> Tensor:
+    """i/(N-1) for i = 0..N-1 (just [0] when N = 1)."""
+    if steps == 1:
+        return torch.zeros(1, dtype=torch.float64)
+    return torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+
+
+def uniform_grid(sde: SDE, steps: int, eps: float) -> Tensor:
+    return sde.T + _fraction(steps) * (eps - sde.T)
+
+
+def quadratic_grid(sde: SDE, steps: int, eps: float) -> Tensor:
+    return eps + (sde.T - eps) * (1 - _fraction(steps)) ** 2
+
+
+def _pin_ends(t: Tensor, sde: SDE, eps: float) -> Tensor:
+    t[0] = sde.T
+    if t.numel() > 1:
+        t[-1] = eps
+    return t
+
+
+def logsnr_grid(sde: SDE, steps: int, eps: float) -> Tensor:
+    ends = torch.tensor([sde.T, eps], dtype=torch.float64)
+    lam_t, lam_eps = sde._log_snr(ends)
+    lam = lam_t + _fraction(steps) * (lam_eps - lam_t)
+    return _pin_ends(sde._t_from_log_snr(lam), sde, eps)
+
+
+def karras_grid(sde: SDE, steps: int, eps: float, rho: float = 7.0) -> Tensor:
+    ends = torch.tensor([sde.T, eps], dtype=torch.float64)
+    sig_max, sig_min = torch.exp(-0.5 * sde._log_snr(ends))
+    f = _fraction(steps)
+    sigma = (sig_max ** (1 / rho) + f * (sig_min ** (1 / rho) - sig_max ** (1 / rho))) ** rho
+    return _pin_ends(sde._t_from_log_snr(-2 * torch.log(sigma)), sde, eps)
+
+
+GRIDS: dict[str, GridRule] = {
+    "uniform": uniform_grid,
+    "quadratic": quadratic_grid,
+    "logsnr": logsnr_grid,
+    "karras": karras_grid,
+}
+
+
+def make_time_grid(
+    sde: SDE, steps: int | None, time_grid: str | Tensor = "uniform", eps: float = 1e-3
+) -> Tensor:
+    """The (N + 1,) float64 grid T = t_0 > ... > t_{N-1} = eps > t_N = 0 (see module doc).
+
+    ``time_grid`` is a rule name (``GRIDS``) or a tensor of N evaluation times; with a tensor,
+    ``steps`` may be None or must equal its length.
+    """
+    if isinstance(time_grid, Tensor):
+        t = time_grid.detach().to("cpu", torch.float64).flatten()
+        if t.numel() < 1:
+            raise ValueError("time_grid tensor must hold at least one time")
+        check_times("time_grid", t, 0.0, sde.T, include_low=False)
+        if t.numel() > 1 and not bool((torch.diff(t) < 0).all()):
+            raise ValueError("time_grid must be strictly decreasing (from T towards 0)")
+        if steps is not None and steps != t.numel():
+            raise ValueError(f"steps = {steps} does not match the time_grid length {t.numel()}")
+    else:
+        if time_grid not in GRIDS:
+            raise ValueError(f"unknown time_grid {time_grid!r}; known: {', '.join(GRIDS)}")
+        steps = check_positive_int("steps", steps)
+        if not (0.0 < float(eps) < sde.T):
+            raise ValueError(f"eps must lie in (0, T) = (0, {sde.T:g}), got {eps}")
+        t = GRIDS[time_grid](sde, steps, float(eps))
+        if t.numel() > 1 and not bool((torch.diff(t) < 0).all()):
+            raise ValueError(
+                f"the {time_grid} grid with steps = {steps} and eps = {eps} is not strictly "
+                "decreasing (too many steps for the float64 resolution of this schedule)"
+            )
+    return torch.cat([t, torch.zeros(1, dtype=torch.float64)])

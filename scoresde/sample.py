@@ -1,0 +1,236 @@
+"""The one sampling driver: grid, prior draw, solver loop, final step, NFE count, Solution."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scoresde.grids import make_time_grid
+from scoresde.noise import NoiseSource, make_noise
+from scoresde.sde import SDE
+from scoresde.solvers import registry
+from scoresde.solvers.base import Run, Solver, StepCallback
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class Solution:
+    """What a sampling run returns.
+
+    samples: (B, ...) final samples.  nfe: score evaluations actually made.  times: the (N+1,)
+    float64 grid (T .. eps, 0).  trajectory: (N+1, B, ...) states at each grid time when asked
+    (x_T first).  solver: the solver's description.  stats: solver statistics (e.g. adaptive
+    step counts).
+    """
+
+    samples: Tensor
+    nfe: int
+    times: Tensor
+    solver: str
+    trajectory: Tensor | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class _CountedScore:
+    """Counts score evaluations; a Python integer increment, no device work."""
+
+    def __init__(self, score: ScoreFn) -> None:
+        self.score, self.count = score, 0
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        self.count += 1
+        return self.score(x, t)
+
+
+class NonFiniteSampleError(FloatingPointError):
+    """Raised when NaN or Inf appears during sampling; names the step and time."""
+
+
+def _default_eps(sde: SDE) -> float:
+    schedule = getattr(sde, "schedule", None)
+    n = getattr(schedule, "num_timesteps", None)
+    return 1.0 / n if n else 1e-3
+
+
+def _make_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
+    if generator is not None:
+        if torch.device(generator.device).type != device.type:
+            raise ValueError(
+                f"generator is on {generator.device} but samples are on {device}: "
+                "pass a generator created on the sampling device"
+            )
+        return generator
+    fresh = torch.Generator(device=device)
+    fresh.seed()  # from OS entropy; torch's global RNG is left alone
+    return fresh
+
+
+def sample(
+    score: ScoreFn,
+    sde: SDE,
+    shape: tuple[int, ...] | None = None,
+    *,
+    x_T: Tensor | None = None,
+    solver: str | Solver = "euler_maruyama",
+    steps: int | None = 1000,
+    time_grid: str | Tensor = "uniform",
+    eps: float | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    denoise: bool = True,
+    noise: str | NoiseSource = "gaussian",
+    callback: StepCallback | None = None,
+    progress: bool = False,
+    return_trajectory: bool = False,
+) -> Solution:
+    """Draw samples by integrating the reverse SDE / probability-flow ODE of ``sde``.
+
+    Args:
+        score: s(x, t) with x (B, ...) and t a (B,) tensor on x's device and dtype.
+        sde: the forward SDE (``VPSDE``, ``SubVPSDE``, ``VESDE``).
+        shape: (B, ...) of the samples; the start x_T is drawn from the prior. Or give ``x_T``.
+        solver: a name from ``scoresde.solvers.available()`` or a configured solver object.
+        steps: N, the number of solver steps (N + 1 grid points, see ``scoresde.grids``).
+        time_grid: "uniform", "quadratic", "logsnr", "karras", or a tensor of N evaluation times.
+        eps: the smallest evaluation time, in (0, T). Default: 1/N_train for a
+            ``DiscreteSchedule`` (DDPM's first timestep), else 1e-3.
+        generator: the only source of randomness (prior and noise). Same seed, same device ->
+            identical samples. Without one, a generator seeded from OS entropy is used.
+        device, dtype: of the samples (default: x_T's, else the generator's device / float32).
+        denoise: make the final step eps -> 0 Tweedie's denoiser x0_hat = (x + s^2 score)/m
+            (default True for every solver; it costs no extra evaluation except for
+            annealed_langevin). With False it is the solver's own noise-free step.
+        noise: "gaussian" (independent draws), "brownian" (one Brownian path, consistent across
+            step counts) or a ``NoiseSource``.
+        callback: called as callback(k, t_next, x) after each step.
+        progress: show a tqdm progress bar on stderr.
+        return_trajectory: keep every intermediate state (memory grows with N).
+
+    Returns:
+        ``Solution``. Raises ``NonFiniteSampleError`` naming the first step whose result
+        contains NaN/Inf (checked once at the end; the run is then replayed with the same
+        generator state to find the step, so the happy path pays no synchronisation).
+    """
+    solver = registry.get(solver)
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an SDE (VPSDE, SubVPSDE, VESDE), got {type(sde).__name__}")
+    if not callable(score):
+        raise TypeError("score must be callable as score(x, t)")
+    if x_T is not None:
+        if shape is not None and tuple(shape) != tuple(x_T.shape):
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape = {tuple(shape)}")
+        if x_T.dim() < 1:
+            raise ValueError("x_T must have a batch dimension (B, ...)")
+        device = x_T.device if device is None else torch.device(device)
+        dtype = x_T.dtype if dtype is None else dtype
+    elif shape is None:
+        raise ValueError("give shape=(B, ...) or x_T")
+    device = torch.device(device) if device is not None else (
+        torch.device(generator.device) if generator is not None else torch.device("cpu")
+    )
+    dtype = dtype or torch.float32
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    eps = _default_eps(sde) if eps is None else eps
+    grid = make_time_grid(sde, steps, time_grid, eps)
+    generator = _make_generator(generator, device)
+    start_state = generator.get_state()
+
+    if x_T is None:
+        x = sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
+    else:
+        x = x_T.to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x_T contains NaN or Inf")
+
+    def make_run() -> Run:
+        counted = _CountedScore(score)
+        source = make_noise(noise, x, generator, sde.T) if isinstance(noise, str) else noise
+        t_rows = grid.to(device=device, dtype=dtype)[:, None].repeat(1, x.shape[0])
+        return Run(sde, counted, source, grid, list(t_rows.unbind(0)), denoise, generator)
+
+    run = make_run()
+    trajectory: list[Tensor] = [x.clone()] if return_trajectory else []
+    observe = _observer(callback, trajectory if return_trajectory else None, progress, run.steps)
+    try:
+        out = solver.integrate(x, run, observe)
+    finally:
+        if observe is not None and hasattr(observe, "close"):
+            observe.close()
+    if not bool(torch.isfinite(out).all()):
+        generator.set_state(start_state)
+        _locate_non_finite(solver, score, sde, x_T, shape, make_run, x, dtype, device, generator)
+    return Solution(
+        samples=out,
+        nfe=run.score.count,
+        times=grid,
+        solver=solver.describe(),
+        trajectory=torch.stack(trajectory) if return_trajectory else None,
+        stats=dict(run.stats),
+    )
+
+
+class _Observer:
+    def __init__(self, callback, trajectory, bar) -> None:
+        self.callback, self.trajectory, self.bar = callback, trajectory, bar
+
+    def __call__(self, k: int, t: float, x: Tensor) -> None:
+        if self.trajectory is not None:
+            self.trajectory.append(x.clone())
+        if self.callback is not None:
+            self.callback(k, t, x)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _observer(callback, trajectory, progress: bool, steps: int) -> _Observer | None:
+    if callback is None and trajectory is None and not progress:
+        return None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="sampling", unit="step", leave=False)
+    return _Observer(callback, trajectory, bar)
+
+
+def _locate_non_finite(solver, score, sde, x_T, shape, make_run, x0, dtype, device, generator):
+    """Replay the run with a check after every step and raise at the first bad one."""
+    if x_T is None:  # redraw the prior to leave the generator where the first run had it
+        sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
+    run = make_run()
+    found: list[tuple[int, float]] = []
+
+    def check(k: int, t: float, x: Tensor) -> None:
+        if not found and not bool(torch.isfinite(x).all()):
+            found.append((k, t))
+            raise _Stop
+
+    try:
+        solver.integrate(x0, run, check)
+    except _Stop:
+        pass
+    if found:
+        k, t_next = found[0]
+        raise NonFiniteSampleError(
+            f"NaN/Inf appeared at step {k} of {run.steps} (t = {run.times[k]:.6g} -> "
+            f"{t_next:.6g}); check the score function at this time"
+        )
+    raise NonFiniteSampleError(
+        "NaN/Inf in the final samples (not reproduced step by step on replay: the score "
+        "function may be non-deterministic)"
+    )
+
+
+class _Stop(Exception):
+    pass

@@ -1,0 +1,45 @@
+"""Solvers behind one interface, and a registry by name.
+
+    scoresde.solvers.available()            the registered names
+    scoresde.solvers.get("pc", snr=0.16)    a configured solver
+    scoresde.solvers.register(name, cls)    add your own (a ``Solver`` subclass or factory)
+"""
+
+from scoresde.solvers.base import AffineSolver, Run, Solver
+from scoresde.solvers.langevin import AnnealedLangevin, LangevinCorrector, PredictorCorrector
+from scoresde.solvers.probability_flow import ODEEuler, ODEHeun, ODERK45
+from scoresde.solvers.registry import available, get, register
+from scoresde.solvers.reverse_sde import DDPMAncestral, EulerMaruyama, ReverseDiffusion
+from scoresde.solvers.torchsde_backend import TorchsdeSolver
+
+for _cls in (
+    EulerMaruyama,
+    ReverseDiffusion,
+    DDPMAncestral,
+    ODEEuler,
+    ODEHeun,
+    ODERK45,
+    PredictorCorrector,
+    AnnealedLangevin,
+    TorchsdeSolver,
+):
+    register(_cls.name, _cls)
+
+__all__ = [
+    "AffineSolver",
+    "AnnealedLangevin",
+    "DDPMAncestral",
+    "EulerMaruyama",
+    "LangevinCorrector",
+    "ODEEuler",
+    "ODEHeun",
+    "ODERK45",
+    "PredictorCorrector",
+    "ReverseDiffusion",
+    "Run",
+    "Solver",
+    "TorchsdeSolver",
+    "available",
+    "get",
+    "register",
+]

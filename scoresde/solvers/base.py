@@ -1,0 +1,126 @@
+"""The solver contract shared by every sampler, and the run state the driver hands it.
+
+A solver is a stateless object. ``sample`` builds a ``Run`` (the SDE, the counted score, the
+noise source, the time grid and per-step time tensors) and calls
+
+    plan = solver.prepare(run)            once: per-step constants, computed in float64
+    x    = solver.step(x, k, run, plan)   for k = 0 .. N-1: from t_k to t_{k+1}
+
+or, for solvers that drive their own loop (adaptive, torchsde), ``solver.integrate``. Solvers
+declare what they are (``stochastic``, ``evals_per_step``, ``order``), never touch networks,
+and never read tensor values on the host inside the loop.
+
+The last step (eps -> 0) never adds noise; with ``run.denoise`` it is Tweedie's denoiser
+x0_hat = (x + s(eps)^2 score) / m(eps) instead of the solver's own update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from scoresde.noise import NoiseSource
+from scoresde.sde import SDE
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+StepCallback = Callable[[int, float, Tensor], None]
+
+
+@dataclass
+class Run:
+    """Everything a solver may read during one sampling run."""
+
+    sde: SDE
+    score: ScoreFn  # counted: every call is one function evaluation
+    noise: NoiseSource
+    grid: Tensor  # (N + 1,) float64 CPU, T .. eps, 0
+    t: list[Tensor]  # N + 1 per-sample (B,) time tensors on the sample's device and dtype
+    denoise: bool
+    generator: torch.Generator
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.times: list[float] = self.grid.tolist()
+        self.steps = len(self.times) - 1
+        self.eps = self.times[-2]
+
+    def is_last(self, k: int) -> bool:
+        return k == self.steps - 1
+
+
+def affine(x: Tensor, s: Tensor, a: float, b: float) -> Tensor:
+    """a x + b s in two kernels, into a new tensor (neither x nor s is modified)."""
+    return s.mul(b).add_(x, alpha=a)
+
+
+def tweedie_coefficients(sde: SDE, t: float) -> tuple[float, float]:
+    """(1/m, s^2/m) at time t: x0_hat = x/m + (s^2/m) score."""
+    m, s = sde._marginal(torch.tensor(t, dtype=torch.float64))
+    return float(1 / m), float(s * s / m)
+
+
+class Solver:
+    """Base class. Subclasses set the class attributes and implement ``prepare`` and ``step``."""
+
+    name: ClassVar[str] = ""
+    stochastic: ClassVar[bool] = False
+    evals_per_step: ClassVar[int] = 1
+    order: ClassVar[float] = 1.0
+    adaptive: ClassVar[bool] = False
+
+    def prepare(self, run: Run) -> Any:
+        return None
+
+    def step(self, x: Tensor, k: int, run: Run, plan: Any) -> Tensor:
+        raise NotImplementedError
+
+    def planned_nfe(self, steps: int) -> int:
+        """Score evaluations for a run of ``steps`` steps (the last step included)."""
+        return self.evals_per_step * steps
+
+    def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
+        plan = self.prepare(run)
+        denoise = tweedie_coefficients(run.sde, run.eps) if run.denoise else None
+        for k in range(run.steps):
+            if denoise is not None and run.is_last(k):
+                x = affine(x, run.score(x, run.t[k]), *denoise)
+            else:
+                x = self.step(x, k, run, plan)
+            if callback is not None:
+                callback(k, run.times[k + 1], x)
+        return x
+
+    def describe(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class AffineSolver(Solver):
+    """A one-evaluation solver whose step is x_next = a x + b score(x, t) + c z.
+
+    Subclasses give the three coefficients as float64 functions of the grid in
+    ``coefficients(sde, t, t_next)``: that is where each method's maths lives. The step itself
+    is three fused kernels and a noise draw.
+    """
+
+    def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+    def prepare(self, run: Run) -> list[tuple[float, float, float]]:
+        a, b, c = self.coefficients(run.sde, run.grid[:-1], run.grid[1:])
+        c = torch.as_tensor(c, dtype=torch.float64).expand_as(run.grid[:-1]).clone()
+        c[-1] = 0.0  # no noise on the last step
+        return list(zip(a.tolist(), b.tolist(), c.tolist(), strict=True))
+
+    def step(self, x: Tensor, k: int, run: Run, plan: list[tuple[float, float, float]]) -> Tensor:
+        a, b, c = plan[k]
+        x_next = affine(x, run.score(x, run.t[k]), a, b)
+        if c != 0.0:
+            x_next.add_(run.noise(run.times[k], run.times[k + 1]), alpha=c)
+        return x_next

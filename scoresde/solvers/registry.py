@@ -1,0 +1,35 @@
+"""Solvers by name. ``register`` adds third-party solvers; ``get`` builds one by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from scoresde.solvers.base import Solver
+
+_REGISTRY: dict[str, Callable[..., Solver]] = {}
+
+
+def register(name: str, factory: Callable[..., Solver], *, overwrite: bool = False) -> None:
+    """Make ``factory(**options)`` available as ``solver=name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("solver name must be a non-empty string")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"a solver named {name!r} is registered already (pass overwrite=True)")
+    _REGISTRY[name] = factory
+
+
+def available() -> list[str]:
+    """The registered solver names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(solver: str | Solver, **options: Any) -> Solver:
+    """A configured solver: an instance is returned as is, a name is built with ``options``."""
+    if isinstance(solver, Solver):
+        if options:
+            raise ValueError("solver options go to the solver's constructor, not with an instance")
+        return solver
+    if not isinstance(solver, str) or solver not in _REGISTRY:
+        raise ValueError(f"unknown solver {solver!r}; known solvers: {', '.join(available())}")
+    return _REGISTRY[solver](**options)
