@@ -57,7 +57,9 @@ def posterior_mean_variance(
 ) -> tuple[Tensor, Tensor]:
     """(mu~, beta~) of q(x_{t-1} | x_t, x_0); beta~ is broadcast like the alpha_bars."""
     if x0.shape != x_t.shape:
-        raise ValueError(f"x0 and x_t must have one shape, got {tuple(x0.shape)} and {tuple(x_t.shape)}")
+        raise ValueError(
+            f"x0 and x_t must have one shape, got {tuple(x0.shape)} and {tuple(x_t.shape)}"
+        )
     _check_alpha_bars(alpha_bar_t, alpha_bar_prev)
     ab_t, ab_p = _coef(alpha_bar_t, x_t), _coef(alpha_bar_prev, x_t)
     r2 = ab_t / ab_p  # alpha_t

@@ -131,8 +131,10 @@ def sample(
         dtype = x_T.dtype if dtype is None else dtype
     elif shape is None:
         raise ValueError("give shape=(B, ...) or x_T")
-    device = torch.device(device) if device is not None else (
-        torch.device(generator.device) if generator is not None else torch.device("cpu")
+    device = (
+        torch.device(device)
+        if device is not None
+        else (torch.device(generator.device) if generator is not None else torch.device("cpu"))
     )
     dtype = dtype or torch.float32
     if not dtype.is_floating_point:

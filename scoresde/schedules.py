@@ -221,8 +221,12 @@ class DiscreteSchedule(NoiseSchedule):
         self.num_timesteps = int(b.numel())
         self.alphas_cumprod = torch.cumprod(1 - b, dim=0)
         # knots t_i = i/N for i = 0..N with -log alpha_bar (increasing) at each
-        self._knots_t = torch.arange(self.num_timesteps + 1, dtype=torch.float64) / self.num_timesteps
-        self._knots_nlab = torch.cat([torch.zeros(1, dtype=torch.float64), -torch.log(self.alphas_cumprod)])
+        self._knots_t = (
+            torch.arange(self.num_timesteps + 1, dtype=torch.float64) / self.num_timesteps
+        )
+        self._knots_nlab = torch.cat(
+            [torch.zeros(1, dtype=torch.float64), -torch.log(self.alphas_cumprod)]
+        )
         self._slopes = torch.diff(self._knots_nlab) * self.num_timesteps  # beta on each interval
 
     @classmethod
@@ -266,8 +270,13 @@ class DiscreteSchedule(NoiseSchedule):
     def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
         nlab = torch.nn.functional.softplus(-log_snr.to(torch.float64))  # -log alpha_bar
         knots = self._knots_nlab.to(nlab.device)
-        idx = torch.clamp(torch.searchsorted(knots, nlab.contiguous()) - 1, 0, self.num_timesteps - 1)
-        t = self._knots_t.to(nlab.device)[idx] + (nlab - knots[idx]) / self._slopes.to(nlab.device)[idx]
+        idx = torch.clamp(
+            torch.searchsorted(knots, nlab.contiguous()) - 1, 0, self.num_timesteps - 1
+        )
+        t = (
+            self._knots_t.to(nlab.device)[idx]
+            + (nlab - knots[idx]) / self._slopes.to(nlab.device)[idx]
+        )
         return t.clamp(0.0, self.T).to(log_snr.dtype)
 
     def __repr__(self) -> str:

@@ -115,7 +115,9 @@ class GaussianMixture:
         diff = x[:, None, :] - m * mu  # (B, K, d)
         y = diff if vecs is None else torch.einsum("bkd,kde->bke", diff, vecs)
         var = m * m * lam + s * s  # (B or 1, K, d)
-        log_n = -0.5 * ((y * y / var).sum(-1) + torch.log(var).sum(-1) + self.dim * math.log(2 * math.pi))
+        log_n = -0.5 * (
+            (y * y / var).sum(-1) + torch.log(var).sum(-1) + self.dim * math.log(2 * math.pi)
+        )
         return log_w + log_n, y / var
 
     def _marginal(self, t: Tensor | float, sde: SDE | None, like: Tensor) -> tuple[Tensor, Tensor]:

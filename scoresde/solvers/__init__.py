@@ -1,8 +1,8 @@
 """Solvers behind one interface, and a registry by name.
 
-    scoresde.solvers.available()            the registered names
-    scoresde.solvers.get("pc", snr=0.16)    a configured solver
-    scoresde.solvers.register(name, cls)    add your own (a ``Solver`` subclass or factory)
+scoresde.solvers.available()            the registered names
+scoresde.solvers.get("pc", snr=0.16)    a configured solver
+scoresde.solvers.register(name, cls)    add your own (a ``Solver`` subclass or factory)
 """
 
 from scoresde.solvers.base import AffineSolver, Run, Solver

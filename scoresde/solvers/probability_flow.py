@@ -13,7 +13,14 @@ from torch import Tensor
 
 from scoresde.checks import check_finite_positive
 from scoresde.sde import SDE
-from scoresde.solvers.base import AffineSolver, Run, Solver, StepCallback, affine, tweedie_coefficients
+from scoresde.solvers.base import (
+    AffineSolver,
+    Run,
+    Solver,
+    StepCallback,
+    affine,
+    tweedie_coefficients,
+)
 
 
 def _velocity_coefficients(sde: SDE, t: Tensor) -> tuple[Tensor, Tensor]:

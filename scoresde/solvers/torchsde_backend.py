@@ -87,7 +87,9 @@ class TorchsdeSolver(Solver):
             if callback is not None:
                 callback(run.steps - 2, run.eps, x)
         # the last step, eps -> 0: the shared noise-free final step
-        last = Run(run.sde, run.score, run.noise, run.grid[-2:], run.t[-2:], run.denoise, run.generator)
+        last = Run(
+            run.sde, run.score, run.noise, run.grid[-2:], run.t[-2:], run.denoise, run.generator
+        )
         return EulerMaruyama().integrate(x, last)
 
     def describe(self) -> str:
