@@ -12,6 +12,9 @@ from scoresde.adapters import (
     score_from_x0,
     x0_from_score,
 )
+from scoresde.grids import make_time_grid
+from scoresde.noise import BrownianNoise, GaussianNoise
+from scoresde.sample import NonFiniteSampleError, Solution, sample
 from scoresde.schedules import (
     CosineSchedule,
     DiscreteSchedule,
@@ -19,40 +22,37 @@ from scoresde.schedules import (
     LogAlphaBarSchedule,
     NoiseSchedule,
 )
-from scoresde.grids import make_time_grid
-from scoresde.noise import BrownianNoise, GaussianNoise
-from scoresde.sample import NonFiniteSampleError, Solution, sample
 from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SDE",
-    "BrownianNoise",
-    "GaussianNoise",
-    "NonFiniteSampleError",
-    "Solution",
-    "grids",
-    "make_time_grid",
-    "sample",
-    "solvers",
     "VESDE",
     "VPSDE",
+    "BrownianNoise",
     "CosineSchedule",
     "DiscreteSchedule",
+    "GaussianNoise",
     "LinearSchedule",
     "LogAlphaBarSchedule",
     "NoiseSchedule",
+    "NonFiniteSampleError",
     "Score",
+    "Solution",
     "SubVPSDE",
     "continuous_time",
     "ddpm",
     "discrete_index",
     "eps_from_score",
+    "grids",
+    "make_time_grid",
+    "sample",
     "scaled_time",
     "score_from_eps",
     "score_from_v",
     "score_from_x0",
+    "solvers",
     "targets",
     "x0_from_score",
 ]

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from scoresde.checks import broadcast_time, check_positive_int
-from scoresde.sde import SDE, SubVPSDE, VPSDE
+from scoresde.sde import SDE, VPSDE, SubVPSDE
 
 NetFn = Callable[[Tensor, Tensor], Tensor]
 TimeLabelFn = Callable[[Tensor], Tensor]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,10 +219,8 @@ def _locate_non_finite(solver, score, sde, x_T, shape, make_run, x0, dtype, devi
             found.append((k, t))
             raise _Stop
 
-    try:
+    with contextlib.suppress(_Stop):
         solver.integrate(x0, run, check)
-    except _Stop:
-        pass
     if found:
         k, t_next = found[0]
         raise NonFiniteSampleError(

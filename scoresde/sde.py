@@ -83,7 +83,7 @@ class SDE:
         return self._t_from_log_snr(as_time_tensor(log_snr))
 
     def transition(self, s: Tensor | float, t: Tensor | float) -> tuple[Tensor, Tensor]:
-        """(r, w) with x_t | x_s ~ N(r x_s, w I) for s <= t: r = m(t)/m(s), w = s_t^2 - r^2 s_s^2."""
+        """(r, w): x_t | x_s ~ N(r x_s, w I), s <= t; r = m(t)/m(s), w = s_t^2 - r^2 s_s^2."""
         return self._transition(self._time(s), self._time(t))
 
     def _transition(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

@@ -103,7 +103,8 @@ class GaussianMixture:
     def _flat(self, x: Tensor) -> Tensor:
         if x.dim() < 1 or x[0].numel() != self.dim:
             raise ValueError(
-                f"x must have shape (B, ...) with {self.dim} numbers per sample, got {tuple(x.shape)}"
+                f"x must have shape (B, ...) with {self.dim} numbers per sample, "
+                f"got {tuple(x.shape)}"
             )
         return x.reshape(x.shape[0], self.dim)
 

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -16,7 +17,7 @@ def _simulate_forward(sde, x0, t_end, gen):
     if isinstance(sde, sd.VESDE):  # Song et al.'s convention: x(0) carries sigma_min noise
         x = x + sde.sigma_min * torch.randn(x.shape, generator=gen, dtype=x.dtype)
     ts = torch.linspace(0, t_end, N_STEPS + 1, dtype=torch.float64)
-    for t, t_next in zip(ts[:-1], ts[1:], strict=True):
+    for t, t_next in itertools.pairwise(ts):
         dt = float(t_next - t)
         z = torch.randn(x.shape, generator=gen, dtype=x.dtype)
         x = x + sde.drift(x, t) * dt + sde.diffusion(t) * math.sqrt(dt) * z

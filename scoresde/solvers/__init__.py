@@ -7,7 +7,7 @@ scoresde.solvers.register(name, cls)    add your own (a ``Solver`` subclass or f
 
 from scoresde.solvers.base import AffineSolver, Run, Solver
 from scoresde.solvers.langevin import AnnealedLangevin, LangevinCorrector, PredictorCorrector
-from scoresde.solvers.probability_flow import ODEEuler, ODEHeun, ODERK45
+from scoresde.solvers.probability_flow import ODERK45, ODEEuler, ODEHeun
 from scoresde.solvers.registry import available, get, register
 from scoresde.solvers.reverse_sde import DDPMAncestral, EulerMaruyama, ReverseDiffusion
 from scoresde.solvers.torchsde_backend import TorchsdeSolver
@@ -26,6 +26,7 @@ for _cls in (
     register(_cls.name, _cls)
 
 __all__ = [
+    "ODERK45",
     "AffineSolver",
     "AnnealedLangevin",
     "DDPMAncestral",
@@ -33,7 +34,6 @@ __all__ = [
     "LangevinCorrector",
     "ODEEuler",
     "ODEHeun",
-    "ODERK45",
     "PredictorCorrector",
     "ReverseDiffusion",
     "Run",
