@@ -1,6 +1,6 @@
 """scoresde: sample score-based diffusion models by integrating continuous-time SDEs and ODEs."""
 
-from scoresde import ddpm, grids, solvers, targets
+from scoresde import ddpm, grids, metrics, solvers, targets
 from scoresde.adapters import (
     Score,
     continuous_time,
@@ -12,6 +12,7 @@ from scoresde.adapters import (
     score_from_x0,
     x0_from_score,
 )
+from scoresde.comparison import compare
 from scoresde.grids import make_time_grid
 from scoresde.noise import BrownianNoise, GaussianNoise
 from scoresde.sample import NonFiniteSampleError, Solution, sample
@@ -41,12 +42,14 @@ __all__ = [
     "Score",
     "Solution",
     "SubVPSDE",
+    "compare",
     "continuous_time",
     "ddpm",
     "discrete_index",
     "eps_from_score",
     "grids",
     "make_time_grid",
+    "metrics",
     "sample",
     "scaled_time",
     "score_from_eps",

@@ -1,0 +1,154 @@
+"""`scoresde` command line: compare solvers on equal budgets, and inspect schedules.
+
+Errors in the user's input print one line, ``scoresde: error: ...``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import torch
+
+from scoresde import comparison as cmp
+from scoresde.solvers import registry
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _csv(kind):
+    def parse(text: str):
+        return [kind(v) for v in text.split(",") if v.strip()]
+
+    return parse
+
+
+def _int_list(text: str) -> list[int]:
+    out = []
+    for v in text.split(","):
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"NFE budgets must be integers, got {v!r}") from None
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scoresde", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compare", help="solvers x NFE budgets on analytic targets or your model")
+    c.add_argument(
+        "--target",
+        type=_csv(str),
+        default=["gmm2d", "gmm8d"],
+        help="comma-separated: gmm2d, gmm8d (default both)",
+    )
+    c.add_argument(
+        "--solvers",
+        type=_csv(str),
+        default=list(cmp.DEFAULT_SOLVERS),
+        help=f"comma-separated; known: {', '.join(registry.available())}",
+    )
+    c.add_argument(
+        "--nfe",
+        type=_int_list,
+        default=list(cmp.DEFAULT_BUDGETS),
+        help="comma-separated score-evaluation budgets (default 10,20,50,100,250,1000)",
+    )
+    c.add_argument("--schedule", default="linear", choices=sorted(cmp.SCHEDULES))
+    c.add_argument(
+        "--time-grid", default="uniform", choices=["uniform", "quadratic", "logsnr", "karras"]
+    )
+    c.add_argument("--samples", type=int, default=4000, help="samples per run (default 4000)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    c.add_argument(
+        "--model", default=None, help="module:callable building your network (see scoresde.model)"
+    )
+    c.add_argument(
+        "--out", default=None, help="directory for results.json/.csv and error_vs_nfe.png"
+    )
+    c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    s = sub.add_parser("schedules", help="plot alpha_bar, log-SNR and beta of schedules")
+    s.add_argument("--steps", type=int, default=10, help="grid points to mark (default 10)")
+    s.add_argument("--eps", type=float, default=1e-3)
+    s.add_argument("--out", default="schedules.png", help="PNG path (default schedules.png)")
+    return p
+
+
+def _compare(args: argparse.Namespace) -> int:
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    out = cmp.check_output_dir(args.out) if args.out else None
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="compare", unit="run", file=sys.stderr, leave=False)
+
+    def progress(label: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+    start = time.perf_counter()
+    try:
+        records = cmp.compare(
+            targets=args.target,
+            solvers=args.solvers,
+            nfe=args.nfe,
+            schedule=args.schedule,
+            time_grid=args.time_grid,
+            samples=args.samples,
+            seed=args.seed,
+            device=args.device,
+            dtype=DTYPES[args.dtype],
+            model=args.model,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(cmp.format_table(records))
+    total = time.perf_counter() - start
+    threads = torch.get_num_threads()
+    print(f"\n{len(records)} runs in {total:.1f} s on {args.device} ({threads} threads)")
+    if out is not None:
+        settings = {k: v for k, v in vars(args).items() if k not in ("command", "no_progress")}
+        for path in cmp.write_results(records, out, settings):
+            print(f"wrote {path}")
+    return 0
+
+
+def _schedules(args: argparse.Namespace) -> int:
+    from scoresde.schedule_report import schedule_report
+
+    print(schedule_report(args.steps, args.eps, args.out))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "compare":
+            return _compare(args)
+        return _schedules(args)
+    except (UsageError, ValueError, TypeError) as e:
+        print(f"scoresde: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scoresde: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

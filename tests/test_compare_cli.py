@@ -1,0 +1,127 @@
+import csv
+import json
+import struct
+
+import pytest
+import torch
+
+import scoresde as sd
+from scoresde import metrics
+from scoresde.cli import main
+
+SMALL = [
+    "--target",
+    "gmm2d",
+    "--solvers",
+    "euler_maruyama,ode_heun,ddpm_ancestral",
+    "--nfe",
+    "5,10",
+    "--samples",
+    "300",
+    "--no-progress",
+]
+
+
+def test_compare_end_to_end(tmp_path, capsys):
+    out = tmp_path / "res"
+    assert main(["compare", *SMALL, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for solver in ("euler_maruyama", "ode_heun", "ddpm_ancestral"):
+        assert text.count(solver) >= 2  # one row per budget
+    data = json.loads((out / "results.json").read_text())
+    assert data["schema_version"] == 1
+    assert len(data["records"]) == 6
+    keys = {
+        "target",
+        "solver",
+        "config",
+        "budget",
+        "nfe",
+        "steps",
+        "schedule",
+        "time_grid",
+        "samples",
+        "seed",
+        "wall_s",
+        "metrics",
+        "floor",
+        "best",
+        "extra",
+    }
+    for r in data["records"]:
+        assert set(r) == keys
+        assert set(r["metrics"]) == set(metrics.METRICS) == set(r["floor"])
+        assert r["nfe"] <= r["budget"]
+    assert sum(r["best"] for r in data["records"]) == 2
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 6 and float(rows[0]["sw1"]) > 0
+    png = (out / "error_vs_nfe.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = struct.unpack(">II", png[16:24])
+    assert 400 < w < 4000 and 300 < h < 4000
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_same_seed_same_metrics():
+    a = sd.compare(["gmm2d"], ["euler_maruyama", "pc"], [10], samples=200, seed=3)
+    b = sd.compare(["gmm2d"], ["euler_maruyama", "pc"], [10], samples=200, seed=3)
+    assert [r.metrics for r in a] == [r.metrics for r in b]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--solvers", "nope"], "unknown solver 'nope'; known solvers:"),
+        (["--target", "moon"], "unknown target 'moon'"),
+        (["--nfe", "0"], "NFE budgets must be positive integers"),
+        (["--out", "/proc/forbidden"], "not a writable directory"),
+        (["--model", "no_such_module_xyz:build"], "cannot import module"),
+        (["--model", "tests/bad_model.py:build"], "must return a tensor of the input's shape"),
+    ],
+)
+def test_bad_input_one_line_error(args, message, capsys):
+    assert main(["compare", *SMALL, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scoresde: error:") and message in err[0]
+
+
+def test_user_model_against_reference_run(capsys):
+    assert (
+        main(
+            [
+                "compare",
+                "--model",
+                "examples/user_model.py:build",
+                "--solvers",
+                "ddpm_ancestral",
+                "--nfe",
+                "10",
+                "--samples",
+                "50",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "ddpm_ancestral" in capsys.readouterr().out
+
+
+def test_schedules_command(tmp_path, capsys):
+    out = tmp_path / "s.png"
+    assert main(["schedules", "--steps", "8", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "cosine" in text and "t(SNR=1)" in text and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_metrics_known_values():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(20000, 1, generator=gen, dtype=torch.float64)
+    # W1 between N(0,1) and N(0.7,1) is the shift, 0.7, and equals a translated copy exactly
+    assert metrics.sliced_wasserstein(x, x + 0.7, projections=8) == pytest.approx(0.7, rel=1e-9)
+    y = torch.randn(20000, 1, generator=gen, dtype=torch.float64)
+    assert metrics.sliced_wasserstein(x, y + 0.7) == pytest.approx(0.7, abs=0.03)
+    assert metrics.sliced_wasserstein(x, y) < 0.03
+    assert abs(metrics.mmd_rbf(x, y)) < 2e-3
+    assert metrics.mmd_rbf(x, y + 2.0) > 0.2
+    # unequal sample sizes: quantile formula
+    assert metrics.sliced_wasserstein(x[:5000], y + 1.0) == pytest.approx(1.0, abs=0.05)
