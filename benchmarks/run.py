@@ -35,12 +35,14 @@ def gaussian_score(sde: sd.VPSDE):
 
 
 def gaussian_eps(sde: sd.VPSDE):
-    score = gaussian_score(sde)
+    """eps(x, t) = s(t) x / (alpha_bar v + 1 - alpha_bar): per-sample coefficient, one full op."""
     sched = sde.schedule
 
     def eps(x, t):
-        sigma = torch.sqrt(-torch.expm1(sched._log_alpha_bar(t))).view(-1, *([1] * (x.dim() - 1)))
-        return -sigma * score(x, t)
+        log_ab = sched._log_alpha_bar(t)
+        ab = torch.exp(log_ab)
+        coef = torch.sqrt(-torch.expm1(log_ab)) / (ab * V_DATA + 1 - ab)
+        return x * coef.view(-1, *([1] * (x.dim() - 1)))
 
     return eps
 
@@ -132,8 +134,15 @@ def diffusers_ddpm(eps_fn, x_T, gen):
 
 
 def torchsde_em(score, sde, x_T, steps, gen):
-    sol = sd.sample(score, sde, x_T=x_T, solver=sd.solvers.TorchsdeSolver("euler"), steps=steps,
-                    noise="brownian", generator=gen)
+    sol = sd.sample(
+        score,
+        sde,
+        x_T=x_T,
+        solver=sd.solvers.TorchsdeSolver("euler"),
+        steps=steps,
+        noise="brownian",
+        generator=gen,
+    )
     return sol.samples
 
 
@@ -175,14 +184,34 @@ def diffusers_rows(shapes, repeats, device):
         x_T = torch.randn(shape, generator=gen, device=device)
         t_diff = timeit(lambda: diffusers_ddpm(eps, x_T, gen), repeats, device)
         t_naive = timeit(lambda: naive_ddpm(eps, sched, x_T, gen), repeats, device)
-        t_lib = timeit(lambda: sd.sample(score, sde, x_T=x_T, solver="ddpm_ancestral", steps=1000,
-                                         generator=gen), repeats, device)
+        t_lib = timeit(
+            lambda: sd.sample(
+                score, sde, x_T=x_T, solver="ddpm_ancestral", steps=1000, generator=gen
+            ),
+            repeats,
+            device,
+        )
         # same distribution: both end at N(0, V_DATA I) for Gaussian data
         a = diffusers_ddpm(eps, x_T, torch.Generator(device=device).manual_seed(1))
-        b = sd.sample(score, sde, x_T=x_T, solver="ddpm_ancestral", steps=1000,
-                      generator=torch.Generator(device=device).manual_seed(1)).samples
-        rows.append((shape, t_diff, t_naive, t_lib, float(a.var()), float(b.var()),
-                     float((a - b).abs().max())))
+        b = sd.sample(
+            score,
+            sde,
+            x_T=x_T,
+            solver="ddpm_ancestral",
+            steps=1000,
+            generator=torch.Generator(device=device).manual_seed(1),
+        ).samples
+        rows.append(
+            (
+                shape,
+                t_diff,
+                t_naive,
+                t_lib,
+                float(a.var()),
+                float(b.var()),
+                float((a - b).abs().max()),
+            )
+        )
     return rows
 
 
@@ -203,8 +232,12 @@ def memory_rows(steps_list):
     rows = []
     for traj in (False, True):
         for steps in steps_list:
-            out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, str(steps), str(int(traj))],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", MEMORY_SNIPPET, str(steps), str(int(traj))],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rows.append((traj, steps, int(out.stdout.strip()) / 1024))
     return rows
 
@@ -225,8 +258,13 @@ def network_rows(batch, steps, repeats, device):
 
     with torch.no_grad():
         t_net = timeit(lambda: [net(x_T, ts) for _ in range(steps)], repeats, device)
-        t_lib = timeit(lambda: sd.sample(score, sde, x_T=x_T, solver="ddpm_ancestral", steps=steps,
-                                         generator=gen), repeats, device)
+        t_lib = timeit(
+            lambda: sd.sample(
+                score, sde, x_T=x_T, solver="ddpm_ancestral", steps=steps, generator=gen
+            ),
+            repeats,
+            device,
+        )
     return n_params, batch, steps, t_net, t_lib
 
 
@@ -248,27 +286,39 @@ def main(argv=None) -> int:
 
     cpu = platform.processor() or platform.machine()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu}"
-    print(f"scoresde benchmark — {name}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s), medians of {repeats}")
+    print(
+        f"scoresde benchmark — {name}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), medians of {repeats}"
+    )
 
     print("\n1-2. Overhead per step (µs) with a cheap analytic score, Euler–Maruyama / DDPM")
-    print(f"{'shape':>18} {'steps':>5} {'naive':>8} {'tuned':>8} {'scoresde EM':>11} "
-          f"{'scoresde DDPM':>13} {'torchsde':>9} {'EM/tuned':>8} {'DDPM/tuned':>10} {'torchsde/EM':>11}")
+    print(
+        f"{'shape':>18} {'steps':>5} {'naive':>8} {'tuned':>8} {'scoresde EM':>11} "
+        f"{'scoresde DDPM':>13} {'torchsde':>9} {'EM/tuned':>8} {'DDPM/tuned':>10} {'torchsde/EM':>11}"
+    )
     for shape, n, tn, tt, te, td, ts in overhead_rows(shapes, steps, repeats, device):
         us = lambda v, n=n: 1e6 * v / n  # noqa: E731
-        print(f"{shape!s:>18} {n:>5} {us(tn):8.1f} {us(tt):8.1f} {us(te):11.1f} {us(td):13.1f} "
-              f"{us(ts):9.1f} {te / tt:8.2f} {td / tt:10.2f} {ts / te:11.2f}")
+        print(
+            f"{shape!s:>18} {n:>5} {us(tn):8.1f} {us(tt):8.1f} {us(te):11.1f} {us(td):13.1f} "
+            f"{us(ts):9.1f} {te / tt:8.2f} {td / tt:10.2f} {ts / te:11.2f}"
+        )
 
     dshapes = [(256, 2)] if quick else shapes[:3]
     rows = diffusers_rows(dshapes, repeats, device)
-    print("\n3. 1000-step DDPM: diffusers' DDPMScheduler loop vs a naive loop vs ddpm_ancestral (s)")
+    print(
+        "\n3. 1000-step DDPM: diffusers' DDPMScheduler loop vs a naive loop vs ddpm_ancestral (s)"
+    )
     if rows is None:
         print("   diffusers not installed (pip install -e '.[bench]'); skipped")
     else:
-        print(f"{'shape':>18} {'diffusers':>9} {'naive':>8} {'scoresde':>8} {'diffusers/scoresde':>18} "
-              f"{'var diffusers':>13} {'var scoresde':>12}")
+        print(
+            f"{'shape':>18} {'diffusers':>9} {'naive':>8} {'scoresde':>8} {'diffusers/scoresde':>18} "
+            f"{'var diffusers':>13} {'var scoresde':>12}"
+        )
         for shape, tdf, tn, tl, va, vb, _ in rows:
-            print(f"{shape!s:>18} {tdf:9.3f} {tn:8.3f} {tl:8.3f} {tdf / tl:18.2f} {va:13.4f} {vb:12.4f}")
+            print(
+                f"{shape!s:>18} {tdf:9.3f} {tn:8.3f} {tl:8.3f} {tdf / tl:18.2f} {va:13.4f} {vb:12.4f}"
+            )
         print(f"   (exact data variance {V_DATA}; the two samplers use different noise streams)")
 
     if device.type == "cpu":
@@ -279,11 +329,15 @@ def main(argv=None) -> int:
         state_mib = 64 * 3072 * 4 / 2**20
         print(f"   (one state is {state_mib:.2f} MiB; a stored trajectory adds that per step)")
 
-    n_params, b, n, t_net, t_lib = network_rows(4 if quick else 64, 5 if quick else 50, repeats, device)
+    n_params, b, n, t_net, t_lib = network_rows(
+        4 if quick else 64, 5 if quick else 50, repeats, device
+    )
     print(f"\n5. A {n_params}-parameter conv eps-network at {b} x 3 x 32 x 32, {n} DDPM steps")
-    print(f"   network alone {1e3 * t_net / n:.2f} ms/step, sampling {1e3 * t_lib / n:.2f} ms/step, "
-          f"library overhead {100 * max(0.0, t_lib - t_net) / t_lib:.1f}% of the step, "
-          f"{b / t_lib:.1f} samples/s at {n} steps")
+    print(
+        f"   network alone {1e3 * t_net / n:.2f} ms/step, sampling {1e3 * t_lib / n:.2f} ms/step, "
+        f"library overhead {100 * max(0.0, t_lib - t_net) / t_lib:.1f}% of the step, "
+        f"{b / t_lib:.1f} samples/s at {n} steps"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scoresde.adapters import Score
 from scoresde.grids import make_time_grid
 from scoresde.noise import NoiseSource, make_noise
 from scoresde.sde import SDE
@@ -38,14 +39,24 @@ class Solution:
 
 
 class _CountedScore:
-    """Counts score evaluations; a Python integer increment, no device work."""
+    """Counts score evaluations; a Python integer increment, no device work.
+
+    When the score is an eps-adapter, ``eps`` gives the network's raw prediction (one
+    evaluation too), so affine solvers can fold -1/s(t) into their precomputed coefficients.
+    """
 
     def __init__(self, score: ScoreFn) -> None:
         self.score, self.count = score, 0
+        is_eps = isinstance(score, Score) and score.prediction == "eps"
+        self.eps_min_std = score.min_std if is_eps else None
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         self.count += 1
         return self.score(x, t)
+
+    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+        self.count += 1
+        return self.score.eps(x, t)
 
 
 class NonFiniteSampleError(FloatingPointError):

@@ -106,21 +106,28 @@ class AffineSolver(Solver):
 
     Subclasses give the three coefficients as float64 functions of the grid in
     ``coefficients(sde, t, t_next)``: that is where each method's maths lives. The step itself
-    is three fused kernels and a noise draw.
+    is three fused kernels and a noise draw. When the score is an eps-adapter, b s is applied
+    as (-b / s(t)) eps with the network's raw eps, which saves the adapter's per-step s(t).
     """
 
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         raise NotImplementedError
 
-    def prepare(self, run: Run) -> list[tuple[float, float, float]]:
+    def prepare(self, run: Run) -> tuple[list[tuple[float, float, float]], ScoreFn]:
         a, b, c = self.coefficients(run.sde, run.grid[:-1], run.grid[1:])
         c = torch.as_tensor(c, dtype=torch.float64).expand_as(run.grid[:-1]).clone()
         c[-1] = 0.0  # no noise on the last step
-        return list(zip(a.tolist(), b.tolist(), c.tolist(), strict=True))
+        model = run.score
+        min_std = getattr(run.score, "eps_min_std", None)
+        if min_std is not None:  # score = -eps / s(t), s clamped as in the adapter
+            b = -b / run.sde._marginal(run.grid[:-1])[1].clamp_min(min_std)
+            model = run.score.eps
+        return list(zip(a.tolist(), b.tolist(), c.tolist(), strict=True)), model
 
-    def step(self, x: Tensor, k: int, run: Run, plan: list[tuple[float, float, float]]) -> Tensor:
-        a, b, c = plan[k]
-        x_next = affine(x, run.score(x, run.t[k]), a, b)
+    def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
+        rows, model = plan
+        a, b, c = rows[k]
+        x_next = affine(x, model(x, run.t[k]), a, b)
         if c != 0.0:
             x_next.add_(run.noise(run.times[k], run.times[k + 1]), alpha=c)
         return x_next
