@@ -179,7 +179,7 @@ def sample(
             observe.close()
     if not bool(torch.isfinite(out).all()):
         generator.set_state(start_state)
-        _locate_non_finite(solver, score, sde, x_T, shape, make_run, x, dtype, device, generator)
+        _locate_non_finite(solver, sde, x_T, shape, make_run, x, dtype, device, generator)
     return Solution(
         samples=out,
         nfe=run.score.count,
@@ -218,7 +218,7 @@ def _observer(callback, trajectory, progress: bool, steps: int) -> _Observer | N
     return _Observer(callback, trajectory, bar)
 
 
-def _locate_non_finite(solver, score, sde, x_T, shape, make_run, x0, dtype, device, generator):
+def _locate_non_finite(solver, sde, x_T, shape, make_run, x0, dtype, device, generator):
     """Replay the run with a check after every step and raise at the first bad one."""
     if x_T is None:  # redraw the prior to leave the generator where the first run had it
         sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)

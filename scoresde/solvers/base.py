@@ -63,6 +63,11 @@ def tweedie_coefficients(sde: SDE, t: float) -> tuple[float, float]:
     return float(1 / m), float(s * s / m)
 
 
+def tweedie_step(x: Tensor, run: Run) -> Tensor:
+    """The final denoiser at eps: x0_hat = (x + s(eps)^2 score(x, eps)) / m(eps)."""
+    return affine(x, run.score(x, run.t[-2]), *tweedie_coefficients(run.sde, run.eps))
+
+
 class Solver:
     """Base class. Subclasses set the class attributes and implement ``prepare`` and ``step``."""
 
@@ -84,10 +89,9 @@ class Solver:
 
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
         plan = self.prepare(run)
-        denoise = tweedie_coefficients(run.sde, run.eps) if run.denoise else None
         for k in range(run.steps):
-            if denoise is not None and run.is_last(k):
-                x = affine(x, run.score(x, run.t[k]), *denoise)
+            if run.denoise and run.is_last(k):
+                x = tweedie_step(x, run)
             else:
                 x = self.step(x, k, run, plan)
             if callback is not None:

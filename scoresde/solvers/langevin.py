@@ -13,7 +13,7 @@ from torch import Tensor
 
 from scoresde.checks import check_finite_positive, check_positive_int
 from scoresde.solvers import registry
-from scoresde.solvers.base import Run, Solver, StepCallback, affine, tweedie_coefficients
+from scoresde.solvers.base import Run, Solver, StepCallback, affine, tweedie_step
 
 
 def _per_sample_norm(v: Tensor) -> Tensor:
@@ -177,7 +177,7 @@ class AnnealedLangevin(Solver):
             if callback is not None:
                 callback(k, run.times[k], x)
         if run.denoise:
-            x = affine(x, run.score(x, run.t[-2]), *tweedie_coefficients(run.sde, run.eps))
+            x = tweedie_step(x, run)
         return x
 
     def describe(self) -> str:

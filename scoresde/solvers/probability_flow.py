@@ -19,7 +19,7 @@ from scoresde.solvers.base import (
     Solver,
     StepCallback,
     affine,
-    tweedie_coefficients,
+    tweedie_step,
 )
 
 
@@ -112,7 +112,7 @@ class ODERK45(Solver):
         x = torch.from_numpy(sol.y[:, -1]).to(device=x.device, dtype=x.dtype).reshape(shape)
         t_eps = run.t[-2]
         if run.denoise:
-            return affine(x, run.score(x, t_eps), *tweedie_coefficients(sde, run.eps))
+            return tweedie_step(x, run)
         dt = -run.eps
         return x + sde.probability_flow_drift(x, t_eps, run.score(x, t_eps)) * dt
 
