@@ -1,6 +1,6 @@
 """scoresde: sample score-based diffusion models by integrating continuous-time SDEs and ODEs."""
 
-from scoresde import ddpm, grids, metrics, solvers, targets
+from scoresde import ddpm, grids, metrics, ode, solvers, targets
 from scoresde.adapters import (
     Score,
     continuous_time,
@@ -14,6 +14,14 @@ from scoresde.adapters import (
 )
 from scoresde.comparison import compare
 from scoresde.grids import make_time_grid
+from scoresde.likelihood import (
+    LikelihoodResult,
+    bits_per_dim,
+    decode,
+    dequantize,
+    encode,
+    log_likelihood,
+)
 from scoresde.noise import BrownianNoise, GaussianNoise
 from scoresde.sample import NonFiniteSampleError, Solution, sample
 from scoresde.schedules import (
@@ -35,6 +43,7 @@ __all__ = [
     "CosineSchedule",
     "DiscreteSchedule",
     "GaussianNoise",
+    "LikelihoodResult",
     "LinearSchedule",
     "LogAlphaBarSchedule",
     "NoiseSchedule",
@@ -42,14 +51,20 @@ __all__ = [
     "Score",
     "Solution",
     "SubVPSDE",
+    "bits_per_dim",
     "compare",
     "continuous_time",
     "ddpm",
+    "decode",
+    "dequantize",
     "discrete_index",
+    "encode",
     "eps_from_score",
     "grids",
+    "log_likelihood",
     "make_time_grid",
     "metrics",
+    "ode",
     "sample",
     "scaled_time",
     "score_from_eps",

@@ -1,4 +1,4 @@
-"""`scoresde` command line: compare solvers on equal budgets, and inspect schedules.
+"""`scoresde` command line: compare solvers on equal budgets, likelihoods, schedules.
 
 Errors in the user's input print one line, ``scoresde: error: ...``, and exit with status 2.
 """
@@ -82,12 +82,41 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=10, help="grid points to mark (default 10)")
     s.add_argument("--eps", type=float, default=1e-3)
     s.add_argument("--out", default="schedules.png", help="PNG path (default schedules.png)")
+    lk = sub.add_parser("likelihood", help="ODE log-likelihood vs the exact density on targets")
+    lk.add_argument("--target", type=_csv(str), default=["gmm2d", "gmm8d"])
+    lk.add_argument("--samples", type=int, default=256)
+    lk.add_argument("--schedule", default="linear", choices=sorted(cmp.SCHEDULES))
+    lk.add_argument("--trace", default="exact", choices=["exact", "hutchinson"])
+    lk.add_argument("--probes", type=int, default=1, help="Hutchinson probes per sample")
+    lk.add_argument("--probe", default="rademacher", choices=["rademacher", "gaussian"])
+    lk.add_argument("--solver", default="dopri5", choices=["dopri5", "scipy"])
+    lk.add_argument("--rtol", type=float, default=1e-5)
+    lk.add_argument("--atol", type=float, default=1e-5)
+    lk.add_argument("--eps", type=float, default=1e-5)
+    lk.add_argument("--seed", type=int, default=0)
+    lk.add_argument("--device", default="cpu")
+    lk.add_argument("--dtype", default="float64", choices=sorted(DTYPES))
     return p
 
 
+def _check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+
+
+def _likelihood(args: argparse.Namespace) -> int:
+    from scoresde.likelihood_report import likelihood_report
+
+    _check_device(args.device)
+    if args.samples < 2:
+        raise UsageError(f"--samples must be >= 2, got {args.samples}")
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "target", "dtype")}
+    print(likelihood_report(args.target, dtype=DTYPES[args.dtype], **options))
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    _check_device(args.device)
     out = cmp.check_output_dir(args.out) if args.out else None
     bar = None
     if not args.no_progress:
@@ -139,9 +168,8 @@ def _schedules(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "compare":
-            return _compare(args)
-        return _schedules(args)
+        commands = {"compare": _compare, "likelihood": _likelihood, "schedules": _schedules}
+        return commands[args.command](args)
     except (UsageError, ValueError, TypeError) as e:
         print(f"scoresde: error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ SOLVERS = [
     "annealed_langevin",
     "torchsde",
     "ode_rk45",
+    "ode_dopri5",
 ]
 
 
@@ -52,3 +53,13 @@ def test_half_precision_network_with_float32_state():
         score, sde, (256, 2), steps=50, generator=torch.Generator(device="cuda").manual_seed(0)
     )
     assert sol.samples.dtype == torch.float32 and torch.isfinite(sol.samples).all()
+
+
+def test_likelihood_on_cuda_matches_cpu():
+    g, sde = mixture_2d(), sd.VPSDE()
+    x = g.sample(256, torch.Generator().manual_seed(0), dtype=torch.float64)
+    score = lambda x, t: g.score(x, t, sde)  # noqa: E731
+    cpu = sd.log_likelihood(score, sde, x, rtol=1e-6, atol=1e-6)
+    gpu = sd.log_likelihood(score, sde, x.cuda(), rtol=1e-6, atol=1e-6)
+    assert gpu.log_prob.device.type == "cuda"
+    torch.testing.assert_close(gpu.log_prob.cpu(), cpu.log_prob, atol=1e-6, rtol=0)

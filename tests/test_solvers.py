@@ -17,6 +17,7 @@ CONFIGS = {
     "ode_euler": {},
     "ode_heun": {},
     "ode_rk45": {},
+    "ode_dopri5": {},
     "pc": {},
     "torchsde": {},
     "annealed_langevin": {"steps_per_level": 2},
@@ -230,7 +231,8 @@ def test_global_rng_untouched():
 
 @pytest.mark.parametrize("shape", [(6,), (6, 3), (6, 2, 4, 4)])
 @pytest.mark.parametrize(
-    "solver", ["euler_maruyama", "ddpm_ancestral", "ode_heun", "pc", "torchsde", "ode_rk45"]
+    "solver",
+    ["euler_maruyama", "ddpm_ancestral", "ode_heun", "pc", "torchsde", "ode_rk45", "ode_dopri5"],
 )
 def test_shapes_and_time_argument(shape, solver):
     d = int(np.prod(shape[1:])) if len(shape) > 1 else 1

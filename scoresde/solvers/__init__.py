@@ -7,7 +7,7 @@ scoresde.solvers.register(name, cls)    add your own (a ``Solver`` subclass or f
 
 from scoresde.solvers.base import AffineSolver, Run, Solver
 from scoresde.solvers.langevin import AnnealedLangevin, LangevinCorrector, PredictorCorrector
-from scoresde.solvers.probability_flow import ODERK45, ODEEuler, ODEHeun
+from scoresde.solvers.probability_flow import ODERK45, ODEDopri5, ODEEuler, ODEHeun
 from scoresde.solvers.registry import available, get, register
 from scoresde.solvers.reverse_sde import DDPMAncestral, EulerMaruyama, ReverseDiffusion
 from scoresde.solvers.torchsde_backend import TorchsdeSolver
@@ -19,6 +19,7 @@ for _cls in (
     ODEEuler,
     ODEHeun,
     ODERK45,
+    ODEDopri5,
     PredictorCorrector,
     AnnealedLangevin,
     TorchsdeSolver,
@@ -32,6 +33,7 @@ __all__ = [
     "DDPMAncestral",
     "EulerMaruyama",
     "LangevinCorrector",
+    "ODEDopri5",
     "ODEEuler",
     "ODEHeun",
     "PredictorCorrector",

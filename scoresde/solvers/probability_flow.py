@@ -1,17 +1,16 @@
 """Probability-flow ODE solvers: dx/dt = v(x, t) = a(t) x - 1/2 g(t)^2 score(x, t).
 
-``ode_euler`` and ``ode_heun`` step on the fixed grid; ``ode_rk45`` hands the interval
-[eps, T] to ``scipy.integrate.solve_ivp`` (adaptive Dormand–Prince 5(4)).
+``ode_euler`` and ``ode_heun`` step on the fixed grid; ``ode_dopri5`` (torch-native) and
+``ode_rk45`` (scipy's ``solve_ivp``) integrate [eps, T] adaptively with Dormand–Prince 5(4).
 """
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.integrate
 import torch
 from torch import Tensor
 
 from scoresde.checks import check_finite_positive
+from scoresde.ode import dopri5, solve_ivp_scipy
 from scoresde.sde import SDE
 from scoresde.solvers.base import (
     AffineSolver,
@@ -72,18 +71,17 @@ class ODEHeun(Solver):
         return x + (d1 + d2) * (0.5 * dt)
 
 
-class ODERK45(Solver):
-    """Adaptive RK45 (scipy's Dormand–Prince 5(4)) on the probability-flow ODE from T to eps.
+class _AdaptiveODE(Solver):
+    """Adaptive integration of the probability-flow ODE from T to eps, then the final step.
 
-    Host round-trip: scipy works on a float64 NumPy vector, so every evaluation copies the
-    state to the host and back (on GPU: two transfers and a synchronisation per evaluation).
-    The grid only supplies T and eps; ``rtol``/``atol`` set the accuracy and the run's NFE is
-    scipy's ``nfev`` plus the final step eps -> 0.
+    The grid only supplies T and eps; ``rtol``/``atol`` set the accuracy, and the run's NFE is
+    the integrator's evaluations plus the final step eps -> 0. The integrator's accepted and
+    rejected step counts land in ``Solution.stats``.
     """
 
-    name = "ode_rk45"
     adaptive = True
     order = 5.0
+    integrator = staticmethod(dopri5)
 
     def __init__(self, rtol: float = 1e-5, atol: float = 1e-5) -> None:
         self.rtol = check_finite_positive("rtol", rtol)
@@ -93,28 +91,44 @@ class ODERK45(Solver):
         return -1  # unknown in advance
 
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
-        shape, sde = x.shape, run.sde
-        b = shape[0]
+        sde, b = run.sde, x.shape[0]
 
-        def velocity(t: float, y: np.ndarray) -> np.ndarray:
-            xt = torch.from_numpy(y).to(device=x.device, dtype=x.dtype).reshape(shape)
+        def velocity(t: float, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
             tt = torch.full((b,), t, device=x.device, dtype=x.dtype)
-            v = sde.probability_flow_drift(xt, tt, run.score(xt, tt))
-            return v.detach().reshape(-1).to("cpu", torch.float64).numpy()
+            a, c = (float(v) for v in _velocity_coefficients(sde, torch.tensor(t).double()))
+            return (affine(y[0], run.score(y[0], tt), a, c),)
 
-        y0 = x.detach().reshape(-1).to("cpu", torch.float64).numpy()
-        sol = scipy.integrate.solve_ivp(
-            velocity, (sde.T, run.eps), y0, method="RK45", rtol=self.rtol, atol=self.atol
+        res = self.integrator(velocity, (x,), sde.T, run.eps, rtol=self.rtol, atol=self.atol)
+        run.stats.update(
+            ode_steps=res.accepted, rejected_steps=res.rejected, min_step=min(res.step_sizes)
         )
-        if not sol.success:
-            raise RuntimeError(f"ode_rk45 failed: {sol.message}")
-        run.stats.update(ode_steps=len(sol.t) - 1)
-        x = torch.from_numpy(sol.y[:, -1]).to(device=x.device, dtype=x.dtype).reshape(shape)
-        t_eps = run.t[-2]
+        x = res.y[0]
         if run.denoise:
             return tweedie_step(x, run)
-        dt = -run.eps
-        return x + sde.probability_flow_drift(x, t_eps, run.score(x, t_eps)) * dt
+        t_eps = run.t[-2]
+        return x + sde.probability_flow_drift(x, t_eps, run.score(x, t_eps)) * (-run.eps)
 
     def describe(self) -> str:
         return f"{self.name}(rtol={self.rtol:g}, atol={self.atol:g})"
+
+
+class ODEDopri5(_AdaptiveODE):
+    """Adaptive Dormand–Prince 5(4) with a PI controller, torch-native (``scoresde.ode``).
+
+    Runs on the samples' device; one host read per attempted step (the error norm).
+    """
+
+    name = "ode_dopri5"
+    integrator = staticmethod(dopri5)
+
+
+class ODERK45(_AdaptiveODE):
+    """Adaptive RK45 through ``scipy.integrate.solve_ivp`` (Dormand–Prince 5(4)).
+
+    Host round-trip: scipy works on a float64 NumPy vector, so every evaluation copies the
+    state to the host and back (on GPU: two transfers and a synchronisation per evaluation).
+    Kept for cross-checking ``ode_dopri5``.
+    """
+
+    name = "ode_rk45"
+    integrator = staticmethod(solve_ivp_scipy)
