@@ -5,7 +5,16 @@ scoresde.solvers.get("pc", snr=0.16)    a configured solver
 scoresde.solvers.register(name, cls)    add your own (a ``Solver`` subclass or factory)
 """
 
+from scoresde.solvers.adaptive_sde import GottaGoFast
 from scoresde.solvers.base import AffineSolver, Run, Solver
+from scoresde.solvers.edm import EDMHeun
+from scoresde.solvers.exponential import (
+    DDIM,
+    DPMSolverMultistep,
+    DPMSolverPP,
+    DPMSolverSinglestep,
+    SDEDPMSolverPP,
+)
 from scoresde.solvers.langevin import AnnealedLangevin, LangevinCorrector, PredictorCorrector
 from scoresde.solvers.probability_flow import ODERK45, ODEDopri5, ODEEuler, ODEHeun
 from scoresde.solvers.registry import available, get, register
@@ -23,15 +32,28 @@ for _cls in (
     PredictorCorrector,
     AnnealedLangevin,
     TorchsdeSolver,
+    DDIM,
+    DPMSolverMultistep,
+    DPMSolverPP,
+    DPMSolverSinglestep,
+    SDEDPMSolverPP,
+    EDMHeun,
+    GottaGoFast,
 ):
     register(_cls.name, _cls)
 
 __all__ = [
+    "DDIM",
     "ODERK45",
     "AffineSolver",
     "AnnealedLangevin",
     "DDPMAncestral",
+    "DPMSolverMultistep",
+    "DPMSolverPP",
+    "DPMSolverSinglestep",
+    "EDMHeun",
     "EulerMaruyama",
+    "GottaGoFast",
     "LangevinCorrector",
     "ODEDopri5",
     "ODEEuler",
@@ -39,6 +61,7 @@ __all__ = [
     "PredictorCorrector",
     "ReverseDiffusion",
     "Run",
+    "SDEDPMSolverPP",
     "Solver",
     "TorchsdeSolver",
     "available",

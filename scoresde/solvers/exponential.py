@@ -1,0 +1,310 @@
+"""Exponential integrators in log-SNR time: DDIM(eta), DPM-Solver, DPM-Solver++, SDE-DPM-Solver++.
+
+Write alpha = m(t), sigma = s(t) for the marginal x_t = alpha x_0 + sigma noise and
+lambda = log(alpha / sigma) (half the log-SNR). In lambda the probability-flow ODE has an
+exactly integrable linear part (Lu et al. 2022, "DPM-Solver", eqs. 3.4-3.6): from s to t with
+h = lambda_t - lambda_s,
+
+    noise prediction eps:  x_t = (alpha_t/alpha_s) x_s - sigma_t * integral_0^h e^(h-u) eps du
+    data prediction x0:    x_t = (sigma_t/sigma_s) x_s + alpha_t * integral_0^h e^(u-h) x0 du
+
+(Lu et al. 2022b, "DPM-Solver++", eq. 9). Expanding the prediction in a Taylor series in
+lambda, f(lambda_s + u) = sum_k u^k/k! f^(k), the integrals are phi-functions:
+
+    eps:  x_t = (alpha_t/alpha_s) x_s - sigma_t sum_k h^(k+1) phi_(k+1)(h)  f^(k)
+    x0:   x_t = (sigma_t/sigma_s) x_s + alpha_t sum_k h^(k+1) phi_(k+1)(-h) f^(k)
+
+with phi_1(z) = (e^z - 1)/z, phi_2(z) = (e^z - 1 - z)/z^2, phi_3(z) = (e^z - 1 - z - z^2/2)/z^3.
+Order 1 is DDIM (Song et al. 2021). Multistep methods estimate f', f'' from the predictions at
+previous grid points by polynomial interpolation in lambda (the "Taylor" variant of the
+DPM-Solver++ paper, App. B); singlestep methods evaluate at intermediate lambdas
+(DPM-Solver-2 and -3, Lu et al. 2022 Algorithms 1 and 2 with r1 = 1/2; r1 = 1/3, r2 = 2/3).
+
+These work for every SDE here (VP, sub-VP, VE: only m and s enter). The last step eps -> 0
+(sigma = 0, lambda = infinity) is the data prediction at eps, which is Tweedie's denoiser.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from scoresde.checks import check_positive_int
+from scoresde.sde import SDE
+from scoresde.solvers.base import AffineSolver, Run, Solver, affine, tweedie_step
+
+
+def phi(k: int, z: float) -> float:
+    """phi_k(z) = (e^z - sum_{j<k} z^j/j!) / z^k, by its series for small |z| (no cancellation)."""
+    if abs(z) < 0.1:
+        return sum(z**j / math.factorial(j + k) for j in range(14))
+    rest = math.expm1(z) - sum(z**j / math.factorial(j) for j in range(1, k))
+    return rest / z**k
+
+
+def taylor_weights(lams: list[float], orders: int) -> np.ndarray:
+    """W with f^(k)(lams[0]) ~ sum_j W[k, j] f(lams[j]) for k < ``orders`` = len(lams).
+
+    The interpolating polynomial through (lams[j], f_j) is written as sum_k c_k u^k/k! with
+    u = lambda - lams[0]; its Vandermonde system V c = f gives W = V^-1.
+    """
+    u = np.asarray(lams, dtype=np.float64) - lams[0]
+    v = np.stack([u**k / math.factorial(k) for k in range(orders)], axis=1)
+    return np.linalg.inv(v)
+
+
+@dataclass
+class _Grid:
+    """Per-grid-point alpha, sigma, lambda (host floats) for the evaluation times t_0..t_{N-1}."""
+
+    alpha: list[float]
+    sigma: list[float]
+    lam: list[float]
+    history: list[tuple[float, Tensor]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, sde: SDE, times: Tensor) -> _Grid:
+        m, s = sde._marginal(times)
+        return cls(m.tolist(), s.tolist(), torch.log(m / s).tolist())
+
+
+class _Predictor:
+    """eps or x0 predictions from the counted score (or the raw eps of an eps-adapter)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.fast = getattr(run.score, "eps_min_std", None) is not None
+
+    def eps(self, x: Tensor, t: Tensor, sigma: float) -> Tensor:
+        if self.fast:
+            return self.run.score.eps(x, t)
+        return self.run.score(x, t).mul(-sigma)
+
+    def x0(self, x: Tensor, t: Tensor, alpha: float, sigma: float) -> Tensor:
+        if self.fast:  # x0 = (x - sigma eps) / alpha
+            return affine(x, self.run.score.eps(x, t), 1 / alpha, -sigma / alpha)
+        return affine(x, self.run.score(x, t), 1 / alpha, sigma * sigma / alpha)
+
+    def __call__(self, kind: str, x: Tensor, t: Tensor, alpha: float, sigma: float) -> Tensor:
+        return self.eps(x, t, sigma) if kind == "eps" else self.x0(x, t, alpha, sigma)
+
+
+def _combine(x: Tensor, cx: float, terms: list[tuple[float, Tensor]]) -> Tensor:
+    out = x.mul(cx)
+    for w, f in terms:
+        out.add_(f, alpha=w)
+    return out
+
+
+class _Multistep(Solver):
+    """Multistep exponential integrator of order 1..3; one evaluation per step."""
+
+    prediction = "x0"
+
+    def __init__(self, order: int = 2, lower_order_final: bool = True) -> None:
+        self.order = check_positive_int("order", order)
+        if order > 3:
+            raise ValueError(f"order must be 1, 2 or 3, got {order}")
+        self.lower_order_final = bool(lower_order_final)
+
+    def prepare(self, run: Run) -> tuple[_Grid, _Predictor]:
+        return _Grid.of(run.sde, run.grid[:-1]), _Predictor(run)
+
+    def step_order(self, k: int, run: Run) -> int:
+        """Warm-up from order 1; with few steps, also lower orders on the final steps."""
+        q = min(self.order, k + 1)
+        exp_steps = run.steps - 1  # exponential steps T -> eps (the last step is the denoiser)
+        if self.lower_order_final and exp_steps < 15:
+            q = min(q, exp_steps - k)
+        return max(q, 1)
+
+    def coefficients(self, g: _Grid, k: int, q: int) -> tuple[float, list[float]]:
+        """(c_x, weights on the last q predictions, newest first) for the step k -> k+1."""
+        h = g.lam[k + 1] - g.lam[k]
+        lams = [g.lam[k - j] for j in range(q)]
+        w = taylor_weights(lams, q)
+        if self.prediction == "eps":
+            cx = g.alpha[k + 1] / g.alpha[k]
+            c = [-g.sigma[k + 1] * h ** (i + 1) * phi(i + 1, h) for i in range(q)]
+        else:
+            cx = g.sigma[k + 1] / g.sigma[k]
+            c = [g.alpha[k + 1] * h ** (i + 1) * phi(i + 1, -h) for i in range(q)]
+        return cx, (np.asarray(c) @ w).tolist()
+
+    def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
+        g, predict = plan
+        if run.is_last(k):
+            return tweedie_step(x, run)
+        f = predict(self.prediction, x, run.t[k], g.alpha[k], g.sigma[k])
+        g.history = [f, *g.history[: self.order - 1]]
+        cx, w = self.coefficients(g, k, self.step_order(k, run))
+        return _combine(x, cx, list(zip(w, g.history, strict=False)))
+
+    def describe(self) -> str:
+        return f"{self.name}(order={self.order})"
+
+
+class DPMSolverPP(_Multistep):
+    """DPM-Solver++ (Lu et al. 2022b, arXiv:2211.01095): multistep, data prediction, 2M / 3M.
+
+    x_{i+1} = (sigma_{i+1}/sigma_i) x_i + alpha_{i+1} sum_k h^(k+1) phi_(k+1)(-h) D^(k), with
+    D^(k) the lambda-derivatives of the x0 prediction from the last ``order`` steps. Order 1
+    is DDIM; the first step warms up at order 1, and with fewer than 15 steps the last steps
+    lower their order (``lower_order_final``), as recommended in the paper.
+    """
+
+    name = "dpm_solver++"
+    prediction = "x0"
+
+    def __init__(self, order: int = 2, lower_order_final: bool = True) -> None:
+        super().__init__(order, lower_order_final)
+
+
+class DPMSolverMultistep(_Multistep):
+    """Multistep DPM-Solver (Lu et al. 2022, arXiv:2206.00927, and 2022b App. B), noise prediction.
+
+    x_{i+1} = (alpha_{i+1}/alpha_i) x_i - sigma_{i+1} sum_k h^(k+1) phi_(k+1)(h) eps^(k).
+    """
+
+    name = "dpm_solver"
+    prediction = "eps"
+
+    def __init__(self, order: int = 2, lower_order_final: bool = True) -> None:
+        super().__init__(order, lower_order_final)
+
+
+class DPMSolverSinglestep(Solver):
+    """Singlestep DPM-Solver-1/2/3 (Lu et al. 2022, Algorithms 1-2), noise prediction.
+
+    Order k spends k evaluations per step at intermediate lambdas (r1 = 1/2 for order 2;
+    r1 = 1/3, r2 = 2/3 for order 3):
+
+        u1 = (a_s1/a_s) x - sig_s1 (e^(r1 h) - 1) eps_s
+        order 2: x_t = (a_t/a_s) x - sig_t (e^h - 1) eps_s - sig_t/(2 r1) (e^h - 1)(eps(u1) - eps_s)
+        order 3: u2 = (a_s2/a_s) x - sig_s2 (e^(r2 h) - 1) eps_s
+                      - (sig_s2 r2/r1) ((e^(r2 h) - 1)/(r2 h) - 1) (eps(u1) - eps_s)
+                 x_t = (a_t/a_s) x - sig_t (e^h - 1) eps_s
+                       - (sig_t/r2) ((e^h - 1)/h - 1) (eps(u2) - eps_s)
+    """
+
+    name = "dpm_solver_single"
+
+    def __init__(self, order: int = 3) -> None:
+        self.order = check_positive_int("order", order)
+        if order > 3:
+            raise ValueError(f"order must be 1, 2 or 3, got {order}")
+        self.evals_per_step = self.order
+
+    def planned_nfe(self, steps: int) -> int:
+        return self.order * (steps - 1) + 1
+
+    def prepare(self, run: Run):
+        times = run.grid[:-1]
+        lam = 0.5 * run.sde._log_snr(times)
+        h = lam[1:] - lam[:-1]
+        r = {1: [], 2: [0.5], 3: [1 / 3, 2 / 3]}[self.order]
+        mids = []
+        for ri in r:
+            t_mid = run.sde._t_from_log_snr(2 * (lam[:-1] + ri * h)).clamp(run.eps, run.sde.T)
+            m, s = run.sde._marginal(t_mid)
+            ts = [run.t[0].new_full(run.t[0].shape, v) for v in t_mid.tolist()]
+            mids.append((m.tolist(), s.tolist(), ts))
+        return _Grid.of(run.sde, times), _Predictor(run), h.tolist(), r, mids
+
+    def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
+        if run.is_last(k):
+            return tweedie_step(x, run)
+        g, predict, hs, r, mids = plan
+        h, a_s, a_t, sig_t = hs[k], g.alpha[k], g.alpha[k + 1], g.sigma[k + 1]
+        e_s = predict.eps(x, run.t[k], g.sigma[k])
+        em1 = math.expm1(h)
+        if self.order == 1:
+            return _combine(x, a_t / a_s, [(-sig_t * em1, e_s)])
+        m1, s1, t1 = (v[k] for v in mids[0])
+        u1 = _combine(x, m1 / a_s, [(-s1 * math.expm1(r[0] * h), e_s)])
+        d1 = predict.eps(u1, t1, s1).sub_(e_s)
+        if self.order == 2:
+            return _combine(x, a_t / a_s, [(-sig_t * em1, e_s), (-sig_t / (2 * r[0]) * em1, d1)])
+        m2, s2, t2 = (v[k] for v in mids[1])
+        r1, r2 = r
+        em2 = math.expm1(r2 * h)
+        u2 = _combine(x, m2 / a_s, [(-s2 * em2, e_s), (-(s2 * r2 / r1) * (em2 / (r2 * h) - 1), d1)])
+        d2 = predict.eps(u2, t2, s2).sub_(e_s)
+        return _combine(x, a_t / a_s, [(-sig_t * em1, e_s), (-(sig_t / r2) * (em1 / h - 1), d2)])
+
+    def describe(self) -> str:
+        return f"{self.name}(order={self.order})"
+
+
+class DDIM(AffineSolver):
+    """DDIM with stochasticity eta (Song, Meng & Ermon 2021, eq. 12), on any grid.
+
+    From s to t (alpha = m, sigma = s): x0 = (x_s - sigma_s eps)/alpha_s and
+    x_t = alpha_t x0 + sqrt(sigma_t^2 - c^2) eps + c z, c = eta (sigma_t/sigma_s)
+    sqrt(1 - alpha_s^2/alpha_t^2). eta = 0 is deterministic (= DPM-Solver-1); eta = 1 on
+    consecutive DDPM timesteps is DDPM ancestral sampling with the posterior variance.
+    """
+
+    name = "ddim"
+
+    def __init__(self, eta: float = 0.0) -> None:
+        eta = float(eta)
+        if not (math.isfinite(eta) and 0.0 <= eta <= 1.0):
+            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        self.eta = eta
+        self.stochastic = eta > 0
+
+    def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
+        a_s, s_s = sde._marginal(t)
+        a_t, s_t = sde._marginal(t_next)
+        c = self.eta * (s_t / s_s) * (1 - (a_s / a_t) ** 2).clamp_min(0).sqrt()
+        e_coef = (s_t**2 - c**2).clamp_min(0).sqrt() - a_t * s_s / a_s
+        return a_t / a_s, -s_s * e_coef, c  # eps = -sigma_s score
+
+    def describe(self) -> str:
+        return f"{self.name}(eta={self.eta:g})"
+
+
+class SDEDPMSolverPP(Solver):
+    """SDE-DPM-Solver++ (Lu et al. 2022b, App. D; 1 or 2M), data prediction, stochastic.
+
+    The reverse SDE's exact solution in lambda, with x0 expanded to first order:
+    x_t = (sigma_t/sigma_s) e^(-h) x_s + alpha_t (1 - e^(-2h)) D + alpha_t (h - (1 - e^(-2h))/2) D'
+          + sigma_t sqrt(1 - e^(-2h)) z,
+    D' from the previous step's prediction (order 2). Order 1 on consecutive DDPM timesteps is
+    ancestral sampling with the posterior variance.
+    """
+
+    name = "sde_dpm_solver++"
+    stochastic = True
+
+    def __init__(self, order: int = 2) -> None:
+        self.order = check_positive_int("order", order)
+        if order > 2:
+            raise ValueError(f"order must be 1 or 2, got {order}")
+
+    def prepare(self, run: Run):
+        return _Grid.of(run.sde, run.grid[:-1]), _Predictor(run)
+
+    def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
+        if run.is_last(k):
+            return tweedie_step(x, run)
+        g, predict = plan
+        d = predict.x0(x, run.t[k], g.alpha[k], g.sigma[k])
+        g.history = [d, *g.history[:1]]
+        h = g.lam[k + 1] - g.lam[k]
+        one_m = -math.expm1(-2 * h)  # 1 - e^(-2h)
+        q = min(self.order, len(g.history))
+        c = [g.alpha[k + 1] * one_m, g.alpha[k + 1] * (h - one_m / 2)]
+        w = np.asarray(c[:q]) @ taylor_weights([g.lam[k - j] for j in range(q)], q)
+        cx = g.sigma[k + 1] / g.sigma[k] * math.exp(-h)
+        out = _combine(x, cx, list(zip(w.tolist(), g.history, strict=False)))
+        z = run.noise(run.times[k], run.times[k + 1])
+        return out.add_(z, alpha=g.sigma[k + 1] * math.sqrt(one_m))
+
+    def describe(self) -> str:
+        return f"{self.name}(order={self.order})"
