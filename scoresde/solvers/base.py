@@ -77,6 +77,11 @@ class Solver:
     order: ClassVar[float] = 1.0
     adaptive: ClassVar[bool] = False
 
+    @property
+    def batch_coupled(self) -> bool:
+        """True when a sample's update reads other samples of its batch (batch statistics)."""
+        return False
+
     def prepare(self, run: Run) -> Any:
         return None
 

@@ -102,6 +102,10 @@ class PredictorCorrector(Solver):
     stochastic = True
     order = 0.5
 
+    @property
+    def batch_coupled(self) -> bool:
+        return self.corrector.norms == "batch"
+
     def __init__(
         self,
         predictor: str | Solver = "reverse_diffusion",

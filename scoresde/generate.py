@@ -1,0 +1,296 @@
+"""Generation at scale: sharded, resumable, batch- and world-size-independent sampling.
+
+Layout of ``out``:
+
+    run.json             the run's identity (model, solver, steps, grid, seed, num, shard size,
+                         shape, dtype), written first; a rerun with other values is refused
+    shard_00000.npz ...  samples [k S, (k+1) S) as ``samples`` (n, *shape) and ``indices``,
+                         each written to a temporary file and renamed into place
+    manifest.json        written last (rank 0, after a barrier): identity, shards with their
+                         SHA-256, NFE, wall time, world size and software versions
+
+Sample i's start and every noise draw depend only on (seed, i) (``IndexedNoise``), so samples
+do not depend on the batch size, on which shard or process computes them, or on resuming.
+With torch.distributed initialised (``torchrun --nproc-per-node N -m scoresde generate ...``)
+rank r computes shards k = r, r + N, ...; gloo on CPU, NCCL on GPUs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scoresde.checks import check_positive_int
+from scoresde.indexed_noise import IndexedNoise
+from scoresde.model import ModelSpec
+from scoresde.sample import sample
+from scoresde.solvers import registry
+from scoresde.solvers.base import Solver
+
+RUN_FILE, MANIFEST = "run.json", "manifest.json"
+
+
+class RunMismatchError(ValueError):
+    """The output directory holds a run with other arguments."""
+
+
+@dataclass
+class GenerateResult:
+    out: Path
+    num: int
+    new_samples: int
+    shards: int
+    nfe_per_sample: int
+    network_evaluations: int  # batch-level calls made in this invocation
+    seconds: float
+
+
+def _shard_name(k: int) -> str:
+    return f"shard_{k:05d}.npz"
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_shard(path: Path, start: int, stop: int, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The shard's samples if it is complete and consistent, else None (to be regenerated)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            samples, indices = z["samples"], z["indices"]
+    except Exception:
+        return None
+    if samples.shape != (stop - start, *shape) or not np.array_equal(
+        indices, np.arange(start, stop)
+    ):
+        return None
+    if not np.isfinite(samples).all():
+        return None
+    return samples
+
+
+def _versions() -> dict[str, str]:
+    from scoresde import __version__
+
+    return {
+        "scoresde": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if _dist()[1] > 1:
+        torch.distributed.barrier()
+
+
+def check_output_dir(out: str | Path) -> Path:
+    """Create ``out`` if needed and check that it is a writable directory."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create directory ({e.strerror})") from None
+    if not path.is_dir() or not os.access(path, os.W_OK):
+        raise ValueError(f"--out {out}: not a writable directory")
+    return path
+
+
+def _claim_run(out: Path, identity: dict[str, Any], rank: int) -> None:
+    run_file = out / RUN_FILE
+    if rank == 0:
+        if run_file.exists():
+            try:
+                old = json.loads(run_file.read_text())
+            except (OSError, ValueError):
+                old = None
+            if old != identity:
+                diff = sorted(
+                    k
+                    for k in set(identity) | set(old or {})
+                    if (old or {}).get(k) != identity.get(k)
+                )
+                raise RunMismatchError(
+                    f"--out {out} holds a different run (differs in: {', '.join(diff)}); "
+                    "use a new directory or the same arguments to resume"
+                )
+        else:
+            _atomic_write(run_file, lambda f: json.dump(identity, f, indent=2), mode="w")
+    _barrier()
+    if rank != 0 and json.loads(run_file.read_text()) != identity:
+        raise RunMismatchError(f"--out {out} holds a different run")
+
+
+def generate(
+    spec: ModelSpec,
+    out: str | Path,
+    *,
+    num: int,
+    solver: str | Solver = "dpm_solver++",
+    steps: int = 20,
+    batch_size: int = 64,
+    seed: int = 0,
+    time_grid: str = "logsnr",
+    shard_size: int = 1000,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    model_name: str = "",
+    progress: bool = True,
+) -> GenerateResult:
+    """Draw samples 0..num-1 of ``spec``'s model into shards under ``out``; resumable.
+
+    Args:
+        spec: the model (``scoresde.model.load_model``).
+        num: number of samples; batch_size: samples per sampler call (does not change results);
+        shard_size: samples per shard file (part of the run's identity).
+        solver, steps, time_grid: as in ``sample``. Refused: ``torchsde`` (its Brownian tree
+            is not keyed by sample) and solvers that couple a batch (``pc`` with batch norms).
+        seed: with the sample index, the only source of randomness.
+    """
+    num = check_positive_int("num", num)
+    batch_size = check_positive_int("batch_size", batch_size)
+    shard_size = check_positive_int("shard_size", shard_size)
+    steps = check_positive_int("steps", steps)
+    solver_obj = registry.get(solver)
+    if solver_obj.name == "torchsde":
+        raise ValueError("solver torchsde draws from a Brownian tree, not per sample; pick another")
+    if solver_obj.batch_coupled:
+        raise ValueError(
+            f"solver {solver_obj.describe()} couples the samples of a batch (batch-mean norms), "
+            "so samples would depend on the batch size; use PredictorCorrector(norms='sample')"
+        )
+    out = check_output_dir(out)
+    device = torch.device(device)
+    rank, world = _dist()
+    shape = tuple(spec.shape)
+    identity = {
+        "model": model_name,
+        "solver": solver_obj.describe(),
+        "steps": steps,
+        "time_grid": time_grid,
+        "seed": int(seed),
+        "num": num,
+        "shard_size": shard_size,
+        "shape": list(shape),
+        "dtype": str(dtype).removeprefix("torch."),
+        "sde": repr(spec.sde),
+    }
+    _claim_run(out, identity, rank)
+    n_shards = -(-num // shard_size)
+    mine = [k for k in range(n_shards) if k % world == rank]
+    todo = []
+    for k in mine:
+        start, stop = k * shard_size, min(num, (k + 1) * shard_size)
+        if load_shard(out / _shard_name(k), start, stop, shape) is None:
+            todo.append((k, start, stop))
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        per_rank = sum(b - a for _, a, b in todo)
+        bar = tqdm(total=per_rank * world, unit="sample", desc="generate", file=sys.stderr)
+    began = time.perf_counter()
+    calls = nfe = new = 0
+    for k, start, stop in todo:
+        parts = []
+        for a in range(start, stop, batch_size):
+            b = min(stop, a + batch_size)
+            idx = torch.arange(a, b, device=device)
+            like = torch.empty((b - a, *shape), device=device, dtype=dtype)
+            noise = IndexedNoise(like, idx, seed)
+            sol = sample(
+                spec.score,
+                spec.sde,
+                x_T=noise.prior(spec.sde.prior_std),
+                solver=solver_obj,
+                steps=steps,
+                time_grid=time_grid,
+                noise=noise,
+                generator=torch.Generator(device=device).manual_seed(0),  # unused by design
+            )
+            parts.append(sol.samples.detach().cpu().numpy())
+            calls += sol.nfe
+            nfe = sol.nfe
+            if bar is not None:
+                bar.update((b - a) * world)
+        samples = np.concatenate(parts)
+        indices = np.arange(start, stop)
+        _atomic_write(
+            out / _shard_name(k), lambda f, s=samples, i=indices: np.savez(f, samples=s, indices=i)
+        )
+        new += stop - start
+    if bar is not None:
+        bar.close()
+    _barrier()
+    seconds = time.perf_counter() - began
+    if rank == 0:
+        shards = []
+        for k in range(n_shards):
+            start, stop = k * shard_size, min(num, (k + 1) * shard_size)
+            path = out / _shard_name(k)
+            if load_shard(path, start, stop, shape) is None:
+                raise RuntimeError(f"shard {path.name} is missing or invalid after generation")
+            shards.append(
+                {"file": path.name, "start": start, "stop": stop, "sha256": _sha256(path)}
+            )
+        manifest = {
+            **identity,
+            "nfe_per_sample": nfe or solver_obj.planned_nfe(steps),
+            "shards": shards,
+            "world_size": world,
+            "seconds_this_invocation": round(seconds, 3),
+            "versions": _versions(),
+        }
+        _atomic_write(out / MANIFEST, lambda f: json.dump(manifest, f, indent=2), mode="w")
+    return GenerateResult(
+        out, num, new, n_shards, nfe or solver_obj.planned_nfe(steps), calls, seconds
+    )
+
+
+def read_samples(out: str | Path) -> np.ndarray:
+    """All samples of a finished run, in index order, checked against the manifest."""
+    out = Path(out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    shape = tuple(manifest["shape"])
+    parts = []
+    for s in manifest["shards"]:
+        path = out / s["file"]
+        if _sha256(path) != s["sha256"]:
+            raise ValueError(f"{path} does not match its checksum in the manifest")
+        data = load_shard(path, s["start"], s["stop"], shape)
+        if data is None:
+            raise ValueError(f"{path} is incomplete or invalid")
+        parts.append(data)
+    return np.concatenate(parts)
