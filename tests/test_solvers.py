@@ -18,6 +18,11 @@ CONFIGS = {
     "ode_heun": {},
     "ode_rk45": {},
     "ode_dopri5": {},
+    "ddim": {},
+    "dpm_solver": {},
+    "dpm_solver++": {},
+    "sde_dpm_solver++": {},
+    "edm_heun": {},
     "pc": {},
     "torchsde": {},
     "annealed_langevin": {"steps_per_level": 2},
@@ -286,7 +291,7 @@ def test_time_grids():
 @pytest.mark.parametrize(
     ("kwargs", "err", "match"),
     [
-        ({"solver": "nope"}, ValueError, "known solvers: annealed_langevin, ddpm_ancestral"),
+        ({"solver": "nope"}, ValueError, "known solvers: adaptive_sde, annealed_langevin, ddim"),
         ({"steps": 0}, ValueError, "steps must be an integer >= 1"),
         ({"steps": 2.5}, TypeError, "steps must be an integer"),
         ({"eps": 0.0}, ValueError, r"eps must lie in \(0, T\)"),
