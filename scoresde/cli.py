@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from scoresde import comparison as cmp
+from scoresde.output_dir import check_output_dir
 from scoresde.solvers import registry
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -187,7 +188,7 @@ def _likelihood(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     _check_device(args.device)
-    out = cmp.check_output_dir(args.out) if args.out else None
+    out = check_output_dir(args.out) if args.out else None
     bar = None
     if not args.no_progress:
         from tqdm.auto import tqdm

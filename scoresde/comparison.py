@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ import torch
 from scoresde import metrics
 from scoresde.adapters import Score
 from scoresde.model import load_model
+from scoresde.output_dir import atomic_write, check_output_dir
 from scoresde.sample import sample
 from scoresde.schedules import CosineSchedule, DiscreteSchedule, LinearSchedule, NoiseSchedule
 from scoresde.sde import VPSDE
@@ -362,29 +362,6 @@ def plot_error_vs_nfe(records: Sequence[Record], path: Path, metric_names=("sw1"
     plt.close(fig)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_output_dir(out: str | Path) -> Path:
-    """Create ``out`` if needed and prove it writable, before any work is done."""
-    path = Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe."):
-            pass
-    except OSError as e:
-        raise ValueError(f"--out {out}: not a writable directory ({e.strerror})") from None
-    return path
-
-
 def write_results(
     records: Sequence[Record], out: str | Path, settings: dict[str, Any]
 ) -> list[Path]:
@@ -397,7 +374,7 @@ def write_results(
         ("results.json", records_to_json(records, settings).encode()),
         ("results.csv", records_to_csv(records).encode()),
     ):
-        _atomic_write(path / name, data)
+        atomic_write(path / name, data)
         written.append(path / name)
     os.replace(png_tmp, path / "error_vs_nfe.png")
     written.append(path / "error_vs_nfe.png")

@@ -18,13 +18,11 @@ rank r computes shards k = r, r + N, ...; gloo on CPU, NCCL on GPUs.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import torch
 from scoresde.checks import check_positive_int
 from scoresde.indexed_noise import IndexedNoise
 from scoresde.model import ModelSpec
+from scoresde.output_dir import atomic_write, check_output_dir
 from scoresde.sample import sample
 from scoresde.solvers import registry
 from scoresde.solvers.base import Solver
@@ -59,19 +58,6 @@ class GenerateResult:
 
 def _shard_name(k: int) -> str:
     return f"shard_{k:05d}.npz"
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sha256(path: Path) -> str:
@@ -116,18 +102,6 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
-def check_output_dir(out: str | Path) -> Path:
-    """Create ``out`` if needed and check that it is a writable directory."""
-    path = Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"--out {out}: cannot create directory ({e.strerror})") from None
-    if not path.is_dir() or not os.access(path, os.W_OK):
-        raise ValueError(f"--out {out}: not a writable directory")
-    return path
-
-
 def _claim_run(out: Path, identity: dict[str, Any], rank: int) -> None:
     run_file = out / RUN_FILE
     if rank == 0:
@@ -147,7 +121,7 @@ def _claim_run(out: Path, identity: dict[str, Any], rank: int) -> None:
                     "use a new directory or the same arguments to resume"
                 )
         else:
-            _atomic_write(run_file, lambda f: json.dump(identity, f, indent=2), mode="w")
+            atomic_write(run_file, json.dumps(identity, indent=2).encode())
     _barrier()
     if rank != 0 and json.loads(run_file.read_text()) != identity:
         raise RunMismatchError(f"--out {out} holds a different run")
@@ -246,10 +220,9 @@ def generate(
             if bar is not None:
                 bar.update((b - a) * world)
         samples = np.concatenate(parts)
-        indices = np.arange(start, stop)
-        _atomic_write(
-            out / _shard_name(k), lambda f, s=samples, i=indices: np.savez(f, samples=s, indices=i)
-        )
+        buf = io.BytesIO()
+        np.savez(buf, samples=samples, indices=np.arange(start, stop))
+        atomic_write(out / _shard_name(k), buf.getvalue())
         new += stop - start
     if bar is not None:
         bar.close()
@@ -273,7 +246,7 @@ def generate(
             "seconds_this_invocation": round(seconds, 3),
             "versions": _versions(),
         }
-        _atomic_write(out / MANIFEST, lambda f: json.dump(manifest, f, indent=2), mode="w")
+        atomic_write(out / MANIFEST, json.dumps(manifest, indent=2).encode())
     return GenerateResult(
         out, num, new, n_shards, nfe or solver_obj.planned_nfe(steps), calls, seconds
     )
