@@ -27,6 +27,7 @@ from torch import Tensor
 from scoresde.checks import check_finite_positive, check_positive_int
 from scoresde.ode import ODEResult, State, dopri5, solve_ivp_scipy
 from scoresde.sde import SDE
+from scoresde.solvers.probability_flow import probability_flow_rhs, velocity_at
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -115,13 +116,6 @@ def dequantize(
         raise ValueError(f"k must lie in [0, {levels - 1}]")
     u = torch.rand(k.shape, generator=generator, device=k.device, dtype=dtype)
     return lo + (k.to(dtype) + u) * ((hi - lo) / levels)
-
-
-def _velocity_coefficients(sde: SDE, t: float) -> tuple[float, float]:
-    """(a(t), -1/2 g(t)^2) on the host: v = a x - 1/2 g^2 score."""
-    tt = torch.tensor(t, dtype=torch.float64)
-    g = float(sde._diffusion(tt))
-    return float(sde._drift_coeff(tt)), -0.5 * g * g
 
 
 def _time_column(t: float, x: Tensor) -> Tensor:
@@ -268,7 +262,7 @@ def log_likelihood(
             return _hutchinson_divergence(score, x, t, u)
 
     def rhs(t: float, y: State) -> State:
-        a, c = _velocity_coefficients(sde, t)
+        a, c = velocity_at(sde, t)
         s, div_s = divergence(y[0], t)
         return s.mul(c).add_(y[0], alpha=a), div_s.mul(c).add_(a * d)
 
@@ -294,17 +288,17 @@ def _check_finite(value: Tensor, name: str) -> None:
 
 
 def _flow(
-    score: ScoreFn, sde: SDE, x: Tensor, t0: float, t1: float, solver, rtol, atol
+    score: ScoreFn, sde: SDE, x: Tensor, *, to_latent: bool, solver, rtol, atol, eps
 ) -> FlowResult:
-    b = x.shape[0]
-
-    def rhs(t: float, y: State) -> State:
-        a, c = _velocity_coefficients(sde, t)
-        tt = torch.full((b,), t, device=x.device, dtype=x.dtype)
-        with torch.no_grad():
-            return (score(y[0], tt).mul(c).add_(y[0], alpha=a),)
-
-    res = _ode_solver(solver)(rhs, (x.detach(),), t0, t1, rtol=rtol, atol=atol)
+    """The probability-flow ODE eps -> T (``to_latent``) or T -> eps, without gradients."""
+    rtol, atol = check_finite_positive("rtol", rtol), check_finite_positive("atol", atol)
+    eps = check_finite_positive("eps", eps)
+    _check_inputs(score, x, eps, sde, None)
+    t0, t1 = (eps, sde.T) if to_latent else (sde.T, eps)
+    with torch.no_grad():
+        res = _ode_solver(solver)(
+            probability_flow_rhs(score, sde, x), (x.detach(),), t0, t1, rtol=rtol, atol=atol
+        )
     _check_finite(res.y[0], "the ODE solution")
     return FlowResult(res.y[0], res.nfe, res.stats)
 
@@ -320,10 +314,7 @@ def encode(
     eps: float = 1e-5,
 ) -> FlowResult:
     """Data -> latent: the probability-flow ODE from t = eps to T. ``value`` is z = x_T."""
-    rtol, atol = check_finite_positive("rtol", rtol), check_finite_positive("atol", atol)
-    eps = check_finite_positive("eps", eps)
-    _check_inputs(score, x, eps, sde, None)
-    return _flow(score, sde, x, eps, sde.T, solver, rtol, atol)
+    return _flow(score, sde, x, to_latent=True, solver=solver, rtol=rtol, atol=atol, eps=eps)
 
 
 def decode(
@@ -341,7 +332,4 @@ def decode(
     No final denoising step is applied (unlike ``sample``), so decode(encode(x)) returns x up
     to the solver's tolerance.
     """
-    rtol, atol = check_finite_positive("rtol", rtol), check_finite_positive("atol", atol)
-    eps = check_finite_positive("eps", eps)
-    _check_inputs(score, z, eps, sde, None)
-    return _flow(score, sde, z, sde.T, eps, solver, rtol, atol)
+    return _flow(score, sde, z, to_latent=False, solver=solver, rtol=rtol, atol=atol, eps=eps)

@@ -28,6 +28,24 @@ def _velocity_coefficients(sde: SDE, t: Tensor) -> tuple[Tensor, Tensor]:
     return sde._drift_coeff(t), -0.5 * g * g
 
 
+def velocity_at(sde: SDE, t: float) -> tuple[float, float]:
+    """(a(t), -1/2 g(t)^2) as host floats at one time t, computed in float64."""
+    a, c = _velocity_coefficients(sde, torch.tensor(t, dtype=torch.float64))
+    return float(a), float(c)
+
+
+def probability_flow_rhs(score, sde: SDE, like: Tensor):
+    """The ODE right-hand side (t, (x,)) -> (v,) for adaptive solvers, one time for the batch:
+    v = a(t) x - 1/2 g(t)^2 score(x, t), the score called with a (B,) time tensor."""
+    b, opts = like.shape[0], {"device": like.device, "dtype": like.dtype}
+
+    def rhs(t: float, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        a, c = velocity_at(sde, t)
+        return (affine(y[0], score(y[0], torch.full((b,), t, **opts)), a, c),)
+
+    return rhs
+
+
 class ODEEuler(AffineSolver):
     """Euler on the probability-flow ODE: x_next = x + [a(t) x - 1/2 g(t)^2 s] dt."""
 
@@ -91,13 +109,7 @@ class _AdaptiveODE(Solver):
         return -1  # unknown in advance
 
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
-        sde, b = run.sde, x.shape[0]
-
-        def velocity(t: float, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-            tt = torch.full((b,), t, device=x.device, dtype=x.dtype)
-            a, c = (float(v) for v in _velocity_coefficients(sde, torch.tensor(t).double()))
-            return (affine(y[0], run.score(y[0], tt), a, c),)
-
+        sde, velocity = run.sde, probability_flow_rhs(run.score, run.sde, x)
         res = self.integrator(velocity, (x,), sde.T, run.eps, rtol=self.rtol, atol=self.atol)
         run.stats.update(
             ode_steps=res.accepted, rejected_steps=res.rejected, min_step=min(res.step_sizes)
