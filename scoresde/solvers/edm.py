@@ -71,14 +71,14 @@ class EDMHeun(Solver):
                 mh, sh = (float(v) for v in sde._marginal(torch.tensor(th, dtype=torch.float64)))
                 t_hat, m_hat, sig_hat = run.t[k].new_full(run.t[k].shape, th), mh, sh / mh
             churn = math.sqrt(max(sig_hat**2 - sig[k] ** 2, 0.0)) * self.s_noise
-            rows.append((m[k], sig[k], t_hat, m_hat, sig_hat, churn, m[k + 1], sig[k + 1]))
+            rows.append((m[k], t_hat, m_hat, sig_hat, churn, m[k + 1], sig[k + 1]))
         return rows, _Predictor(run)
 
     def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
         if run.is_last(k):
             return tweedie_step(x, run)
         rows, predict = plan
-        m, _, t_hat, m_hat, sig_hat, churn, m_next, sig_next = rows[k]
+        m, t_hat, m_hat, sig_hat, churn, m_next, sig_next = rows[k]
         xs = x / m  # scaled state x~
         if churn > 0:
             xs.add_(run.noise.normal(), alpha=churn)

@@ -38,6 +38,14 @@ from scoresde.sde import SDE
 from scoresde.solvers.base import AffineSolver, Run, Solver, affine, tweedie_step
 
 
+def _check_order(order: int, highest: int) -> int:
+    order = check_positive_int("order", order)
+    if order > highest:
+        allowed = "1 or 2" if highest == 2 else "1, 2 or 3"
+        raise ValueError(f"order must be {allowed}, got {order}")
+    return order
+
+
 def phi(k: int, z: float) -> float:
     """phi_k(z) = (e^z - sum_{j<k} z^j/j!) / z^k, by its series for small |z| (no cancellation)."""
     if abs(z) < 0.1:
@@ -106,9 +114,7 @@ class _Multistep(Solver):
     prediction = "x0"
 
     def __init__(self, order: int = 2, lower_order_final: bool = True) -> None:
-        self.order = check_positive_int("order", order)
-        if order > 3:
-            raise ValueError(f"order must be 1, 2 or 3, got {order}")
+        self.order = _check_order(order, 3)
         self.lower_order_final = bool(lower_order_final)
 
     def prepare(self, run: Run) -> tuple[_Grid, _Predictor]:
@@ -160,9 +166,6 @@ class DPMSolverPP(_Multistep):
     name = "dpm_solver++"
     prediction = "x0"
 
-    def __init__(self, order: int = 2, lower_order_final: bool = True) -> None:
-        super().__init__(order, lower_order_final)
-
 
 class DPMSolverMultistep(_Multistep):
     """Multistep DPM-Solver (Lu et al. 2022, arXiv:2206.00927, and 2022b App. B), noise prediction.
@@ -172,9 +175,6 @@ class DPMSolverMultistep(_Multistep):
 
     name = "dpm_solver"
     prediction = "eps"
-
-    def __init__(self, order: int = 2, lower_order_final: bool = True) -> None:
-        super().__init__(order, lower_order_final)
 
 
 class DPMSolverSinglestep(Solver):
@@ -194,9 +194,7 @@ class DPMSolverSinglestep(Solver):
     name = "dpm_solver_single"
 
     def __init__(self, order: int = 3) -> None:
-        self.order = check_positive_int("order", order)
-        if order > 3:
-            raise ValueError(f"order must be 1, 2 or 3, got {order}")
+        self.order = _check_order(order, 3)
         self.evals_per_step = self.order
 
     def planned_nfe(self, steps: int) -> int:
@@ -283,9 +281,7 @@ class SDEDPMSolverPP(Solver):
     stochastic = True
 
     def __init__(self, order: int = 2) -> None:
-        self.order = check_positive_int("order", order)
-        if order > 2:
-            raise ValueError(f"order must be 1 or 2, got {order}")
+        self.order = _check_order(order, 2)
 
     def prepare(self, run: Run):
         return _Grid.of(run.sde, run.grid[:-1]), _Predictor(run)
