@@ -12,6 +12,7 @@ from scoresde.adapters import (
     score_from_x0,
     x0_from_score,
 )
+from scoresde.brownian_memory import BrownianMemory
 from scoresde.comparison import compare
 from scoresde.grids import make_time_grid
 from scoresde.likelihood import (
@@ -39,6 +40,7 @@ __all__ = [
     "SDE",
     "VESDE",
     "VPSDE",
+    "BrownianMemory",
     "BrownianNoise",
     "CosineSchedule",
     "DiscreteSchedule",

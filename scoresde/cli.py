@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "--solvers",
         type=_csv(str),
         default=list(cmp.DEFAULT_SOLVERS),
-        help=f"comma-separated; known: {', '.join(registry.available())}",
+        help="comma-separated solver specs name[:key=value...][:grid=rule], e.g. "
+        f"dpm_solver++:order=3:grid=logsnr; known names: {', '.join(registry.available())}",
     )
     c.add_argument(
         "--nfe",
@@ -219,6 +220,7 @@ def _compare(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     print(cmp.format_table(records))
+    print("\n" + cmp.format_floor_summary(records))
     total = time.perf_counter() - start
     threads = torch.get_num_threads()
     print(f"\n{len(records)} runs in {total:.1f} s on {args.device} ({threads} threads)")

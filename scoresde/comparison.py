@@ -23,6 +23,7 @@ import torch
 
 from scoresde import metrics
 from scoresde.adapters import Score
+from scoresde.grids import GRIDS
 from scoresde.model import load_model
 from scoresde.output_dir import atomic_write, check_output_dir
 from scoresde.sample import sample
@@ -37,10 +38,17 @@ DEFAULT_SOLVERS = (
     "euler_maruyama",
     "reverse_diffusion",
     "pc",
+    "annealed_langevin",
+    "adaptive_sde",
+    "sde_dpm_solver++:order=2:grid=logsnr",
     "ode_euler",
     "ode_heun",
     "ode_rk45",
-    "annealed_langevin",
+    "ddim",
+    "edm_heun:grid=karras",
+    "dpm_solver++:order=2:grid=logsnr",
+    "dpm_solver++:order=3:grid=logsnr",
+    "dpm_solver:order=3:grid=logsnr",
 )
 DEFAULT_BUDGETS = (10, 20, 50, 100, 250, 1000)
 SCHEDULES: dict[str, Callable[[], NoiseSchedule]] = {
@@ -49,6 +57,9 @@ SCHEDULES: dict[str, Callable[[], NoiseSchedule]] = {
     "discrete": DiscreteSchedule.linear,
 }
 RK45_TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5)
+# (rtol, atol) ladder for the adaptive SDE solver; (0.05, 0.0078) is its default
+SDE_TOLERANCES = ((0.2, 0.05), (0.1, 0.02), (0.05, 0.0078), (0.02, 0.003))
+FLOOR_FACTOR = 1.5  # "at the floor": within this factor of the exact-vs-exact metric
 SCHEMA_VERSION = 1
 
 
@@ -71,6 +82,55 @@ class Record:
     floor: dict[str, float]
     best: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """A solver as written on the command line: ``name[:key=value[:key=value ...]]``.
+
+    ``grid=`` picks this solver's time grid (overriding compare's ``time_grid``); the other
+    keys go to the solver's constructor, values read as int, float, true/false or text. For
+    example ``dpm_solver++:order=3:grid=logsnr`` or ``edm_heun:s_churn=10:grid=karras``.
+    """
+
+    label: str
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+    grid: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SolverSpec:
+        name, *pairs = text.strip().split(":")
+        options: dict[str, Any] = {}
+        grid = None
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise ValueError(f"solver option {pair!r} in {text!r} is not key=value")
+            if key == "grid":
+                if value not in GRIDS:
+                    raise ValueError(f"grid={value!r} in {text!r}; known: {', '.join(GRIDS)}")
+                grid = value
+            else:
+                options[key] = _option_value(value)
+        return cls(text.strip(), name, tuple(options.items()), grid)
+
+    def build(self, **extra: Any) -> Solver:
+        try:
+            return registry.get(self.name, **dict(self.options), **extra)
+        except TypeError as err:  # an option the solver's constructor does not take
+            raise ValueError(f"solver {self.label!r}: {err}") from None
+
+
+def _option_value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def steps_for_budget(solver: Solver, budget: int) -> int:
@@ -130,7 +190,8 @@ def compare(
     the distance between two reference runs with different seeds.
     """
     budgets = _check_budgets(nfe)
-    solver_objs = {name: registry.get(name) for name in solvers}  # unknown names fail here
+    specs = [SolverSpec.parse(text) for text in solvers]
+    solver_objs = {spec: spec.build() for spec in specs}  # unknown names and options fail here
     if samples < 2:
         raise ValueError(f"samples must be an integer >= 2, got {samples}")
     dev = torch.device(device)
@@ -139,7 +200,7 @@ def compare(
         sde, score, g, event_shape = _problem(target, schedule, model)
         shape = (samples, *event_shape)
 
-        def run(solver: Solver, steps: int, run_seed: int, score=score, sde=sde, shape=shape):
+        def run(solver, steps, run_seed, grid=time_grid, score=score, sde=sde, shape=shape):
             gen = torch.Generator(device=dev).manual_seed(run_seed)
             start = time.perf_counter()
             sol = sample(
@@ -148,7 +209,7 @@ def compare(
                 shape,
                 solver=solver,
                 steps=steps,
-                time_grid=time_grid,
+                time_grid=grid,
                 generator=gen,
                 device=dev,
                 dtype=dtype,
@@ -169,23 +230,23 @@ def compare(
             extra = {"reference": f"{reference[0]} at NFE {reference[1]}"}
         floor = metrics.all_metrics(ref2, ref, g)
 
-        for name, solver in solver_objs.items():
-            jobs = _jobs(name, solver, budgets)
-            for budget, steps, configured in jobs:
+        for spec, solver in solver_objs.items():
+            grid = spec.grid or time_grid
+            for budget, steps, configured in _jobs(spec, solver, budgets):
                 if progress is not None:
-                    progress(f"{target} {name} {budget}")
-                sol, wall = run(configured, steps, seed)
+                    progress(f"{target} {spec.label} {budget}")
+                sol, wall = run(configured, steps, seed, grid)
                 x = sol.samples.detach().cpu()
                 records.append(
                     Record(
                         target=target,
-                        solver=name,
+                        solver=spec.label,
                         config=sol.solver,
                         budget=budget,
                         nfe=sol.nfe,
                         steps=steps,
                         schedule=schedule if model is None else "model",
-                        time_grid=time_grid,
+                        time_grid=grid,
                         samples=samples,
                         seed=seed,
                         wall_s=wall,
@@ -198,12 +259,15 @@ def compare(
     return records
 
 
-def _jobs(name: str, solver: Solver, budgets: list[int]) -> list[tuple[int, int, Solver]]:
-    """(budget, steps, solver) to run. Adaptive RK45 runs a tolerance ladder instead: each
-    tolerance is reported under the smallest budget its actual NFE fits (the NFE is known only
-    after the run, so compare reports rows by their real NFE)."""
+def _jobs(spec: SolverSpec, solver: Solver, budgets: list[int]) -> list[tuple[int, int, Solver]]:
+    """(budget, steps, solver) to run. An adaptive solver runs a tolerance ladder instead
+    (RK45_TOLERANCES for ODEs, SDE_TOLERANCES for adaptive_sde): each tolerance is reported
+    under the smallest budget its actual NFE fits (the NFE is known only after the run, so
+    compare reports rows by their real NFE). The grid's last point gives eps, so such runs use
+    a long grid."""
     if solver.adaptive:
-        return [(0, 2, registry.get(name, rtol=tol, atol=tol)) for tol in RK45_TOLERANCES]
+        ladder = SDE_TOLERANCES if solver.stochastic else [(tol, tol) for tol in RK45_TOLERANCES]
+        return [(0, 1000, spec.build(rtol=r, atol=a)) for r, a in ladder]
     jobs = []
     for b in budgets:
         steps = steps_for_budget(solver, b)
@@ -235,30 +299,65 @@ TABLE_METRICS = ("sw1", "mmd", "mean_err", "cov_err", "mode_err", "xent")
 def format_table(records: Sequence[Record]) -> str:
     """A plain-text table, one row per run, '*' marking the best SW1 at each budget."""
     lines = []
+    width = max([20] + [len(r.solver) + 1 for r in records])
     for target in dict.fromkeys(r.target for r in records):
         rows = sorted((r for r in records if r.target == target), key=lambda r: (r.budget, r.nfe))
         keys = [k for k in TABLE_METRICS if k in rows[0].metrics]
         floor = rows[0].floor
-        head = f"{'budget':>6} {'solver':<20} {'NFE':>5} " + " ".join(f"{k:>9}" for k in keys)
+        head = f"{'budget':>6} {'solver':<{width}} {'NFE':>5} " + " ".join(f"{k:>9}" for k in keys)
+        grids = ", ".join(dict.fromkeys(r.time_grid for r in rows))
         lines += [
-            f"target {target}  (schedule {rows[0].schedule}, grid {rows[0].time_grid}, "
-            f"n = {rows[0].samples})",
+            f"target {target}  (schedule {rows[0].schedule}, grid {grids}, n = {rows[0].samples})",
             head + f" {'wall s':>7}",
             "-" * (len(head) + 8),
         ]
         lines.append(
-            f"{'floor':>6} {'exact vs exact':<20} {'':>5} "
+            f"{'floor':>6} {'exact vs exact':<{width}} {'':>5} "
             + " ".join(f"{floor[k]:9.4f}" for k in keys)
         )
         for r in rows:
             mark = "*" if r.best else " "
             vals = " ".join(f"{r.metrics[k]:9.4f}" for k in keys)
-            lines.append(f"{r.budget:>6} {mark}{r.solver:<19} {r.nfe:>5} {vals} {r.wall_s:7.2f}")
+            lines.append(
+                f"{r.budget:>6} {mark}{r.solver:<{width - 1}} {r.nfe:>5} {vals} {r.wall_s:7.2f}"
+            )
         lines.append("")
     lines.append(
         "* best sliced W1 at that budget. floor: the same metric between two independent "
         "exact sample sets of the same size."
     )
+    return "\n".join(lines)
+
+
+def first_at_floor(records: Sequence[Record], factor: float = FLOOR_FACTOR) -> dict:
+    """{(target, solver): the smallest NFE of a run with SW1 <= factor x floor, or None}."""
+    out: dict[tuple[str, str], int | None] = {}
+    for r in sorted(records, key=lambda r: r.nfe):
+        key = (r.target, r.solver)
+        out.setdefault(key, None)
+        if out[key] is None and r.metrics["sw1"] <= factor * r.floor["sw1"]:
+            out[key] = r.nfe
+    return out
+
+
+def format_floor_summary(records: Sequence[Record], factor: float = FLOOR_FACTOR) -> str:
+    """One line per solver: the fewest NFE that reached SW1 <= factor x floor, per target."""
+    first = first_at_floor(records, factor)
+    targets = list(dict.fromkeys(r.target for r in records))
+    solvers = list(dict.fromkeys(r.solver for r in records))
+    most = {t: max(r.nfe for r in records if r.target == t) for t in targets}
+    width = max([20] + [len(s) for s in solvers])
+    lines = [f"fewest NFE with SW1 <= {factor:g} x floor (among the budgets run)"]
+    lines.append(f"{'solver':<{width}} " + " ".join(f"{t:>8}" for t in targets))
+    for solver in solvers:
+        cells = []
+        for t in targets:
+            if (t, solver) not in first:
+                cells.append(f"{'':>8}")
+            else:
+                nfe = first[(t, solver)]
+                cells.append(f"{nfe:>8}" if nfe is not None else f"{'>' + str(most[t]):>8}")
+        lines.append(f"{solver:<{width}} " + " ".join(cells))
     return "\n".join(lines)
 
 

@@ -32,3 +32,14 @@ def test_nfe_benchmark_quick():
         line = next(v for v in lines if v.startswith(label))
         assert ">" not in line, line
     assert "optimised 10-point grid" in out
+
+
+def test_adaptive_benchmark_quick():
+    out = subprocess.run(
+        [sys.executable, "benchmarks/adaptive.py", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    assert out.count("euler_maruyama:") == 2 and out.count("0.0078") == 2

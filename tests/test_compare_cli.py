@@ -72,6 +72,9 @@ def test_same_seed_same_metrics():
     ("args", "message"),
     [
         (["--solvers", "nope"], "unknown solver 'nope'; known solvers:"),
+        (["--solvers", "ddim:eta"], "solver option 'eta' in 'ddim:eta' is not key=value"),
+        (["--solvers", "ddim:grid=spiral"], "grid='spiral' in 'ddim:grid=spiral'; known: uniform"),
+        (["--solvers", "ddim:order=2"], "solver 'ddim:order=2':"),
         (["--target", "moon"], "unknown target 'moon'"),
         (["--nfe", "0"], "NFE budgets must be positive integers"),
         (["--out", "/proc/forbidden"], "not a writable directory"),
@@ -125,3 +128,25 @@ def test_metrics_known_values():
     assert metrics.mmd_rbf(x, y + 2.0) > 0.2
     # unequal sample sizes: quantile formula
     assert metrics.sliced_wasserstein(x[:5000], y + 1.0) == pytest.approx(1.0, abs=0.05)
+
+
+def test_solver_specs_options_grids_and_floor_summary(capsys):
+    specs = ["dpm_solver++:order=3:grid=logsnr", "ddim:eta=1.0", "adaptive_sde"]
+    records = sd.compare(["gmm2d"], specs, [10, 20], samples=300, seed=0)
+    by = {(r.solver, r.budget): r for r in records}
+    dpm = by[(specs[0], 20)]
+    assert dpm.time_grid == "logsnr" and dpm.config.startswith("dpm_solver++") and "3" in dpm.config
+    assert by[(specs[1], 10)].time_grid == "uniform" and "eta=1" in by[(specs[1], 10)].config
+    # the adaptive SDE solver runs its (rtol, atol) ladder, filed by its real NFE
+    adaptive = [r for r in records if r.solver == "adaptive_sde"]
+    assert len(adaptive) == len(sd.comparison.SDE_TOLERANCES)
+    assert all(r.nfe > 20 and r.budget == r.nfe for r in adaptive)
+    first = sd.comparison.first_at_floor(records)
+    for (_, solver), nfe in first.items():
+        at = [r for r in records if r.solver == solver and r.nfe == nfe] if nfe else []
+        assert nfe is None or at[0].metrics["sw1"] <= 1.5 * at[0].floor["sw1"]
+        earlier = [r for r in records if r.solver == solver and (nfe is None or r.nfe < nfe)]
+        assert all(r.metrics["sw1"] > 1.5 * r.floor["sw1"] for r in earlier)
+    text = sd.comparison.format_floor_summary(records)
+    assert text.splitlines()[0].startswith("fewest NFE with SW1 <= 1.5 x floor")
+    assert len(text.splitlines()) == 2 + len(specs)

@@ -1,11 +1,12 @@
 """Adaptive-step reverse-SDE solver after Jolicoeur-Martineau et al. 2021, "Gotta Go Fast When
 Generating Data with Score-Based Models" (arXiv:2105.14080), Algorithm 1.
 
-Each attempt, per sample, with step h > 0 backwards in time and one normal draw z:
+Each attempt, per sample, with step h > 0 backwards in time and Brownian increment
+dW = W(t - h) - W(t) (one increment shared by both methods):
 
-    x'  = x + h F(x, t) + sqrt(h) g(t) z                              (Euler–Maruyama)
-    x~  = x + h F(x', t - h) + sqrt(h) g(t - h) z
-    x'' = (x' + x~) / 2                                                (improved Euler, same z)
+    x'  = x + h F(x, t) + g(t) dW                                     (Euler–Maruyama)
+    x~  = x + h F(x', t - h) + g(t - h) dW
+    x'' = (x' + x~) / 2                                                (improved Euler, same dW)
     E   = RMS over the sample's elements of (x' - x'') / delta,
           delta = max(atol, rtol * max(|x'|, |x'_prev|))
     accept if E <= 1:  x = x'', t = t - h, x'_prev = x'
@@ -15,6 +16,12 @@ with F(x, t) = g(t)^2 score(x, t) - a(t) x the reverse-time drift. Every sample 
 t and h (the score is called with per-sample times), so easy samples finish early; finished
 samples stay put while the others continue. The loop reads one boolean per iteration on the
 host (whether any sample is still running), the one synchronisation an adaptive method needs.
+
+Unlike the paper, a rejected attempt is not retried with fresh noise: the increments come
+from a ``BrownianMemory`` (rejection sampling with memory, Rackauckas & Nie 2017), which keeps
+the rejected W(t - h) and draws the shorter retry from the Brownian bridge. Fresh noise on
+retry selects accepted steps toward small increments; on the built-in mixtures that bias
+kept the paper's version at 2-3x the SW1 noise floor whatever the tolerance.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from scoresde.brownian_memory import BrownianMemory
 from scoresde.checks import broadcast_time, check_finite_positive, check_positive_int
 from scoresde.solvers.base import Run, Solver, StepCallback, tweedie_step
 
@@ -77,9 +85,12 @@ class GottaGoFast(Solver):
         rejected = torch.zeros_like(accepted)
         iterations = 0
         dims = tuple(range(1, x.dim()))
+        path = BrownianMemory(-t, x, run.noise.normal)  # W on s = -t, increasing as t falls
         while True:
             active = t > eps
-            if not bool(active.any()):  # the one host read per iteration
+            # the one host read per iteration: anyone still running, and the memory's fill
+            running, most = torch.stack([active.any().long(), path.count.max()]).tolist()
+            if not running:
                 break
             if iterations >= self.max_iterations:
                 raise RuntimeError(
@@ -89,11 +100,12 @@ class GottaGoFast(Solver):
             iterations += 1
             t_next = (t - h).clamp_min(eps)
             hh = broadcast_time(t - t_next, x)
-            z = run.noise.normal()
+            path.reserve(most)
+            dw = path.query(-t_next) - path.w
             f1, g1 = self._drift(run, x, t)
-            x1 = x + hh * f1 + hh.sqrt() * g1 * z
+            x1 = x + hh * f1 + g1 * dw
             f2, g2 = self._drift(run, x1, t_next)
-            x2 = x + hh * f2 + hh.sqrt() * g2 * z
+            x2 = x + hh * f2 + g2 * dw
             x2 = (x1 + x2) * 0.5
             delta = torch.maximum(x1.abs(), x_prev.abs()).mul_(self.rtol).clamp_min_(self.atol)
             err = ((x1 - x2) / delta).pow(2).mean(dim=dims).sqrt()
@@ -102,6 +114,7 @@ class GottaGoFast(Solver):
             x = torch.where(okx, x2, x)
             x_prev = torch.where(okx, x1, x_prev)
             t = torch.where(ok, t_next, t)
+            path.advance(ok)
             accepted += ok
             rejected += active & ~ok
             grow = self.safety * h * err.clamp_min(1e-10).pow(-self.exponent)
