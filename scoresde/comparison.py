@@ -345,7 +345,9 @@ def format_floor_summary(records: Sequence[Record], factor: float = FLOOR_FACTOR
     first = first_at_floor(records, factor)
     targets = list(dict.fromkeys(r.target for r in records))
     solvers = list(dict.fromkeys(r.solver for r in records))
-    most = {t: max(r.nfe for r in records if r.target == t) for t in targets}
+    most: dict[tuple[str, str], int] = {}
+    for r in records:
+        most[(r.target, r.solver)] = max(r.nfe, most.get((r.target, r.solver), 0))
     width = max([20] + [len(s) for s in solvers])
     lines = [f"fewest NFE with SW1 <= {factor:g} x floor (among the budgets run)"]
     lines.append(f"{'solver':<{width}} " + " ".join(f"{t:>8}" for t in targets))
@@ -356,7 +358,8 @@ def format_floor_summary(records: Sequence[Record], factor: float = FLOOR_FACTOR
                 cells.append(f"{'':>8}")
             else:
                 nfe = first[(t, solver)]
-                cells.append(f"{nfe:>8}" if nfe is not None else f"{'>' + str(most[t]):>8}")
+                over = f"{'>' + str(most[(t, solver)]):>8}"
+                cells.append(f"{nfe:>8}" if nfe is not None else over)
         lines.append(f"{solver:<{width}} " + " ".join(cells))
     return "\n".join(lines)
 
