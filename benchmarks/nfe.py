@@ -2,8 +2,10 @@
 
 Setting of the fast-solver issue: the standard discrete linear schedule (1000 steps, eps =
 1/1000), exact eps of the target, n samples, SW1 against an exact reference sample; the
-floor is SW1 between two exact samples of the same size. For each solver the NFE ladder is
-walked upwards and the first budget whose SW1 <= 1.5 x floor is reported (">" if none).
+floor is the median SW1 of five further exact samples of the same size against that
+reference (a single exact pair is itself a draw, 0.5-2x the median). For each solver the
+NFE ladder is walked upwards and the first budget whose SW1 <= 1.5 x floor is reported
+(">" if none).
 
     python benchmarks/nfe.py            # n = 20000, about 6 minutes on 2 cores
     python benchmarks/nfe.py --quick    # n = 2000, short ladder (runs in the test suite)
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 
 import torch
@@ -70,7 +73,10 @@ def main(argv=None) -> int:
     refs = {}
     for name, g in targets.items():
         ref = g.sample(n, torch.Generator().manual_seed(101))
-        floor = sliced_wasserstein(g.sample(n, torch.Generator().manual_seed(202)), ref)
+        floor = statistics.median(
+            sliced_wasserstein(g.sample(n, torch.Generator().manual_seed(202 + k)), ref)
+            for k in range(5)
+        )
         score = sd.Score(lambda x, t, g=g: g.eps(x, t, sde), sde, "eps")
         refs[name] = (g, ref, floor, score)
         print(f"  floor {name}: SW1 = {floor:.4f}")
@@ -87,14 +93,14 @@ def main(argv=None) -> int:
     grid = torch.tensor(OPTIMISED_GRID_2D_10, dtype=torch.float64)
     ratios = []
     dpm3 = sd.solvers.get("dpm_solver", order=3)
-    for seed in (1, 2, 3):
+    for seed in (1, 2, 3, 4, 5):
         gen = torch.Generator().manual_seed(seed)
         sol = sd.sample(score, sde, (n, 2), solver=dpm3, steps=10, time_grid=grid, generator=gen)
         ratios.append(sliced_wasserstein(sol.samples, ref) / floor)
     print(
         "dpm_solver 3 on the optimised 10-point grid, 2-D, 10 NFE: SW1/floor = "
         + ", ".join(f"{r:.2f}" for r in ratios)
-        + " (seeds 1-3)"
+        + " (seeds 1-5)"
     )
     print(
         f"({time.perf_counter() - start:.0f} s; cells: first NFE budget meeting the goal "

@@ -144,21 +144,59 @@ def test_grid_optimiser_improves_and_round_trips(tmp_path):
         optimise_grid("ddim", sde, g, 6, objective="fid")
 
 
-def test_adaptive_sde_records_steps_and_reaches_eps():
-    sde, g = sd.VPSDE(), mixture_2d()
-    sol = sd.sample(lambda x, t: g.score(x, t, sde), sde, (256, 2), solver="adaptive_sde",
+def test_adaptive_sde_records_steps_and_evaluates_only_the_rows_it_needs():
+    sde, g, b = sd.VPSDE(), mixture_2d(), 256
+    rows = []
+
+    def score(x, t):
+        rows.append(x.shape[0])
+        return g.score(x, t, sde)
+
+    sol = sd.sample(score, sde, (b, 2), solver="adaptive_sde",
                     generator=torch.Generator().manual_seed(0))  # fmt: skip
     st = sol.stats
     assert st["iterations"] >= st["accepted_max"] >= st["accepted_mean"] > 0
-    assert st["rejected_mean"] >= 0 and sol.nfe == 2 * st["iterations"] + 1
+    assert st["rejected_mean"] > 0 and sol.nfe == len(rows)
+    # per sample: F(x, t) once per accepted step (reused after a rejection), F(x', t - h)
+    # once per attempt, and the final denoiser
+    assert sum(rows) / b == pytest.approx(st["nfe_per_sample"], abs=1e-12)
+    assert st["nfe_per_sample"] == pytest.approx(
+        2 * st["accepted_mean"] + st["rejected_mean"] + 1, abs=1e-9
+    )
+    assert min(rows) < b and rows[-1] == b  # finished samples left the calls; denoiser: all
     assert math.isfinite(sol.samples.abs().max().item())
+
+
+def _ceiling_steps_taken(n: int | None, first: float = 0.01, eps: float = 1e-3) -> int:
+    """Steps of the ceiling recursion t -> t - min(h, 2 sqrt(t) / n) with T = 1, in float64."""
+    t, h, k = 1.0, first, 0
+    while t > eps:
+        step = h if n is None else min(h, 2 * math.sqrt(t) / n)
+        t, h, k = max(t - step, eps), math.inf, k + 1
+    return k
+
+
+@pytest.mark.parametrize("ceiling", [10, 25, None])
+def test_adaptive_sde_step_ceiling(ceiling):
+    # with a tolerance nothing violates, every step is the ceiling's (after the first step)
+    sde, g = sd.VPSDE(sd.DiscreteSchedule.linear()), mixture_2d()
+    solver = sd.solvers.get("adaptive_sde", rtol=1e3, atol=1e3, ceiling_steps=ceiling)
+    sol = sd.sample(lambda x, t: g.score(x, t, sde), sde, (64, 2), solver=solver,
+                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+    expected = _ceiling_steps_taken(ceiling)
+    assert sol.stats["accepted_max"] == sol.stats["accepted_mean"] == expected
+    assert sol.stats["rejected_max"] == 0
+    assert expected == (2 if ceiling is None else pytest.approx(ceiling, abs=2))
+    with pytest.raises(ValueError, match="ceiling_steps"):
+        sd.solvers.get("adaptive_sde", ceiling_steps=0)
 
 
 @pytest.mark.parametrize("target", [mixture_2d, mixture_8d], ids=["2d", "8d"])
 def test_adaptive_sde_reaches_the_noise_floor(target):
     # n = 4000, default tolerances, discrete linear schedule. Measured SW1/floor over seeds
-    # 1-6: 0.23-0.92 (2-D), 0.62-1.03 (8-D). Before the Brownian memory (fresh noise after a
-    # rejection) it was 2.8 / 2.2 at any tolerance, so the 1.5 bound separates the two.
+    # 1-6: 0.41-0.99 (2-D), 0.59-1.00 (8-D); without the step ceiling 0.25-0.99, 0.66-1.04.
+    # Before the Brownian memory (fresh noise after a rejection) it was 2.8 / 2.2 at any
+    # tolerance, so the 1.5 bound separates the two.
     sde, g, n = sd.VPSDE(sd.DiscreteSchedule.linear()), target(), 4000
     ref = g.sample(n, torch.Generator().manual_seed(101))
     floor = sliced_wasserstein(g.sample(n, torch.Generator().manual_seed(202)), ref)

@@ -10,18 +10,29 @@ dW = W(t - h) - W(t) (one increment shared by both methods):
     E   = RMS over the sample's elements of (x' - x'') / delta,
           delta = max(atol, rtol * max(|x'|, |x'_prev|))
     accept if E <= 1:  x = x'', t = t - h, x'_prev = x'
-    h = min(t - eps, safety * h * E^(-r))
+    h = min(t - eps, safety * h * E^(-r), 2 sqrt(T t) / ceiling_steps)
 
 with F(x, t) = g(t)^2 score(x, t) - a(t) x the reverse-time drift. Every sample has its own
-t and h (the score is called with per-sample times), so easy samples finish early; finished
-samples stay put while the others continue. The loop reads one boolean per iteration on the
-host (whether any sample is still running), the one synchronisation an adaptive method needs.
+t and h (the score is called with per-sample times).
 
-Unlike the paper, a rejected attempt is not retried with fresh noise: the increments come
-from a ``BrownianMemory`` (rejection sampling with memory, Rackauckas & Nie 2017), which keeps
-the rejected W(t - h) and draws the shorter retry from the Brownian bridge. Fresh noise on
-retry selects accepted steps toward small increments; on the built-in mixtures that bias
-kept the paper's version at 2-3x the SW1 noise floor whatever the tolerance.
+Three departures from the paper, each measured on the built-in mixtures (docs/benchmarks.md):
+
+- Increments come from a ``BrownianMemory`` (rejection sampling with memory, Rackauckas &
+  Nie 2017): a rejected W(t - h) is kept and the shorter retry is drawn from the Brownian
+  bridge. The paper's fresh noise on retry selects accepted steps toward small increments;
+  that bias kept it at 2-3x the SW1 noise floor whatever the tolerance.
+- A step ceiling h <= 2 sqrt(T t) / ceiling_steps: the spacing of a quadratic time grid
+  with ``ceiling_steps`` steps. With rtol relative to |x| the controller alone takes its
+  largest steps near t = eps, where narrow modes need the smallest; the ceiling halves the
+  SW1 excess at equal cost. ``ceiling_steps=None`` gives the paper's controller.
+- After a rejection x and t are unchanged, so F(x, t) is reused: a rejected attempt costs one
+  evaluation, an accepted one two. The score is called only on the rows that need it
+  (samples still running; for F(x, t), those whose last attempt was accepted), so finished
+  samples cost nothing and the batch pays the per-sample mean, not its slowest sample.
+
+Host reads per iteration: the Brownian memory's fill and the indices of the rows to evaluate
+(two ``nonzero`` calls). An adaptive per-sample method cannot avoid them; with a network the
+score call dominates.
 """
 
 from __future__ import annotations
@@ -39,8 +50,10 @@ class GottaGoFast(Solver):
 
     Defaults follow the paper: rtol (eps_rel) 0.05, atol (eps_abs) 0.0078 (about 1/128, the
     quantisation step of [-1, 1] images; use smaller values for continuous data), safety 0.9,
-    exponent r = 0.9, first step 0.01. ``Solution.stats`` records iterations and per-sample
-    accepted / rejected step counts (mean and max).
+    exponent r = 0.9, first step 0.01 (all in units of t); ``ceiling_steps`` 25 (None: no
+    ceiling). ``Solution.stats`` records iterations, per-sample accepted / rejected step
+    counts and per-sample score evaluations ``nfe_per_sample`` (mean and max; the final
+    denoiser included). ``Solution.nfe`` counts score calls, each on the rows that needed it.
     """
 
     name = "adaptive_sde"
@@ -56,6 +69,7 @@ class GottaGoFast(Solver):
         exponent: float = 0.9,
         first_step: float = 0.01,
         max_iterations: int = 100_000,
+        ceiling_steps: int | None = 25,
     ) -> None:
         self.rtol = check_finite_positive("rtol", rtol)
         self.atol = check_finite_positive("atol", atol)
@@ -63,16 +77,34 @@ class GottaGoFast(Solver):
         self.exponent = check_finite_positive("exponent", exponent)
         self.first_step = check_finite_positive("first_step", first_step)
         self.max_iterations = check_positive_int("max_iterations", max_iterations)
+        self.ceiling_steps = (
+            None if ceiling_steps is None else check_positive_int("ceiling_steps", ceiling_steps)
+        )
 
     def planned_nfe(self, steps: int) -> int:
         return -1  # unknown in advance
 
-    def _drift(self, run: Run, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(F(x, t), g(t)) with F = g^2 score - a x, the drift in reverse time."""
-        sde = run.sde
-        g = sde._diffusion(t)
-        f = run.score(x, t) * broadcast_time(g * g, x) - broadcast_time(sde._drift_coeff(t), x) * x
-        return f, broadcast_time(g, x)
+    def _drift(self, run: Run, x: Tensor, t: Tensor, index: Tensor) -> Tensor:
+        """F(x, t) = g^2 score - a x for the samples in ``index`` only; zero rows elsewhere.
+
+        The score is called on those rows alone, so finished samples and samples whose drift
+        is already known cost no evaluation.
+        """
+        out = torch.zeros_like(x)
+        if index.numel() == 0:
+            return out
+        xs, ts = x.index_select(0, index), t.index_select(0, index)
+        g2 = run.sde._diffusion(ts).square()
+        a = run.sde._drift_coeff(ts)
+        f = run.score(xs, ts) * broadcast_time(g2, xs) - broadcast_time(a, xs) * xs
+        return out.index_copy_(0, index, f)
+
+    def _ceiling(self, run: Run, t: Tensor, t_next: Tensor) -> Tensor:
+        """t_next raised so that h <= 2 sqrt(T t) / ceiling_steps (see the class docstring)."""
+        if self.ceiling_steps is None:
+            return t_next
+        most = t.mul(run.sde.T).sqrt_().mul_(2.0 / self.ceiling_steps)
+        return torch.maximum(t_next, t - most)
 
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
         b = x.shape[0]
@@ -81,16 +113,21 @@ class GottaGoFast(Solver):
         t = torch.full((b,), run.sde.T, **opts)
         h = torch.full((b,), min(self.first_step, run.sde.T - eps), **opts)
         x_prev = x.clone()
+        f1 = torch.zeros_like(x)
+        stale = torch.ones(b, dtype=torch.bool, device=x.device)  # F(x, t) not yet known
         accepted = torch.zeros(b, dtype=torch.long, device=x.device)
         rejected = torch.zeros_like(accepted)
+        evals = torch.full_like(accepted, int(run.denoise))  # the final denoiser: one each
         iterations = 0
         dims = tuple(range(1, x.dim()))
         path = BrownianMemory(-t, x, run.noise.normal)  # W on s = -t, increasing as t falls
         while True:
             active = t > eps
-            # the one host read per iteration: anyone still running, and the memory's fill
-            running, most = torch.stack([active.any().long(), path.count.max()]).tolist()
-            if not running:
+            # host reads per iteration: the memory's fill, and the running / stale indices
+            # (the rows the score is called on); an adaptive loop cannot avoid them
+            path.reserve(int(path.count.max()))
+            index = active.nonzero()[:, 0]
+            if index.numel() == 0:
                 break
             if iterations >= self.max_iterations:
                 raise RuntimeError(
@@ -98,26 +135,33 @@ class GottaGoFast(Solver):
                     "loosen rtol/atol or raise max_iterations"
                 )
             iterations += 1
-            t_next = (t - h).clamp_min(eps)
+            t_next = self._ceiling(run, t, t - h).clamp_min(eps)
+            # no sliver left before eps (float32 rounding of t - h would leave one)
+            t_next = torch.where(t_next - eps < 0.01 * (t - t_next), eps, t_next)
             hh = broadcast_time(t - t_next, x)
-            path.reserve(most)
             dw = path.query(-t_next) - path.w
-            f1, g1 = self._drift(run, x, t)
+            need = active & stale
+            # after a rejection x and t are unchanged, so F(x, t) is reused
+            fresh = self._drift(run, x, t, need.nonzero()[:, 0])
+            f1 = torch.where(broadcast_time(stale, x), fresh, f1)
+            g1 = broadcast_time(run.sde._diffusion(t), x)
             x1 = x + hh * f1 + g1 * dw
-            f2, g2 = self._drift(run, x1, t_next)
-            x2 = x + hh * f2 + g2 * dw
-            x2 = (x1 + x2) * 0.5
+            f2 = self._drift(run, x1, t_next, index)
+            g2 = broadcast_time(run.sde._diffusion(t_next), x)
+            x2 = ((x + hh * f2 + g2 * dw) + x1) * 0.5
+            evals += need.long() + active.long()
             delta = torch.maximum(x1.abs(), x_prev.abs()).mul_(self.rtol).clamp_min_(self.atol)
             err = ((x1 - x2) / delta).pow(2).mean(dim=dims).sqrt()
             ok = (err <= 1) & active
             okx = broadcast_time(ok, x)
             x = torch.where(okx, x2, x)
             x_prev = torch.where(okx, x1, x_prev)
-            t = torch.where(ok, t_next, t)
+            t_old, t = t, torch.where(ok, t_next, t)
             path.advance(ok)
+            stale = ok
             accepted += ok
             rejected += active & ~ok
-            grow = self.safety * h * err.clamp_min(1e-10).pow(-self.exponent)
+            grow = self.safety * (t_old - t_next) * err.clamp_min(1e-10).pow(-self.exponent)
             h = torch.where(active, torch.minimum(grow, t - eps), h)
             # a sample that has just landed on eps keeps h = 0 and is inactive from now on
         run.stats.update(
@@ -126,6 +170,8 @@ class GottaGoFast(Solver):
             accepted_max=int(accepted.max()),
             rejected_mean=rejected.double().mean().item(),
             rejected_max=int(rejected.max()),
+            nfe_per_sample=evals.double().mean().item(),
+            nfe_per_sample_max=int(evals.max()),
         )
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError("adaptive_sde produced NaN/Inf before reaching eps")
