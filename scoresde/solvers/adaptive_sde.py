@@ -31,8 +31,8 @@ Three departures from the paper, each measured on the built-in mixtures (docs/be
   samples cost nothing and the batch pays the per-sample mean, not its slowest sample.
 
 Host reads per iteration: the Brownian memory's fill and the indices of the rows to evaluate
-(two ``nonzero`` calls). An adaptive per-sample method cannot avoid them; with a network the
-score call dominates.
+(two ``nonzero`` calls), issued back to back so the device queue drains once. An adaptive
+per-sample method cannot avoid them; with a network the score call dominates.
 """
 
 from __future__ import annotations
@@ -84,13 +84,12 @@ class GottaGoFast(Solver):
     def planned_nfe(self, steps: int) -> int:
         return -1  # unknown in advance
 
-    def _drift(self, run: Run, x: Tensor, t: Tensor, index: Tensor) -> Tensor:
-        """F(x, t) = g^2 score - a x for the samples in ``index`` only; zero rows elsewhere.
+    def _drift(self, run: Run, x: Tensor, t: Tensor, index: Tensor, out: Tensor) -> Tensor:
+        """Write F(x, t) = g^2 score - a x into the rows ``index`` of ``out``; return ``out``.
 
         The score is called on those rows alone, so finished samples and samples whose drift
-        is already known cost no evaluation.
+        is already known cost no evaluation; the other rows of ``out`` are left as they are.
         """
-        out = torch.zeros_like(x)
         if index.numel() == 0:
             return out
         xs, ts = x.index_select(0, index), t.index_select(0, index)
@@ -113,22 +112,23 @@ class GottaGoFast(Solver):
         t = torch.full((b,), run.sde.T, **opts)
         h = torch.full((b,), min(self.first_step, run.sde.T - eps), **opts)
         x_prev = x.clone()
-        f1 = torch.zeros_like(x)
+        f1 = torch.zeros_like(x)  # F(x, t), kept across a rejection (x and t unchanged)
         stale = torch.ones(b, dtype=torch.bool, device=x.device)  # F(x, t) not yet known
         accepted = torch.zeros(b, dtype=torch.long, device=x.device)
         rejected = torch.zeros_like(accepted)
-        evals = torch.full_like(accepted, int(run.denoise))  # the final denoiser: one each
         iterations = 0
         dims = tuple(range(1, x.dim()))
         path = BrownianMemory(-t, x, run.noise.normal)  # W on s = -t, increasing as t falls
         while True:
             active = t > eps
-            # host reads per iteration: the memory's fill, and the running / stale indices
-            # (the rows the score is called on); an adaptive loop cannot avoid them
+            need = active & stale
+            # the host reads of an iteration, back to back so the device queue drains once:
+            # the memory's fill and the rows the score is called on
             path.reserve(int(path.count.max()))
             index = active.nonzero()[:, 0]
             if index.numel() == 0:
                 break
+            rows = need.nonzero()[:, 0]
             if iterations >= self.max_iterations:
                 raise RuntimeError(
                     f"adaptive_sde: {self.max_iterations} iterations did not reach eps; "
@@ -138,32 +138,32 @@ class GottaGoFast(Solver):
             t_next = self._ceiling(run, t, t - h).clamp_min(eps)
             # no sliver left before eps (float32 rounding of t - h would leave one)
             t_next = torch.where(t_next - eps < 0.01 * (t - t_next), eps, t_next)
-            hh = broadcast_time(t - t_next, x)
+            step = t - t_next
+            hh = broadcast_time(step, x)
             dw = path.query(-t_next) - path.w
-            need = active & stale
-            # after a rejection x and t are unchanged, so F(x, t) is reused
-            fresh = self._drift(run, x, t, need.nonzero()[:, 0])
-            f1 = torch.where(broadcast_time(stale, x), fresh, f1)
+            f1 = self._drift(run, x, t, rows, out=f1)
             g1 = broadcast_time(run.sde._diffusion(t), x)
             x1 = x + hh * f1 + g1 * dw
-            f2 = self._drift(run, x1, t_next, index)
+            f2 = self._drift(run, x1, t_next, index, out=torch.zeros_like(x))
             g2 = broadcast_time(run.sde._diffusion(t_next), x)
             x2 = ((x + hh * f2 + g2 * dw) + x1) * 0.5
-            evals += need.long() + active.long()
             delta = torch.maximum(x1.abs(), x_prev.abs()).mul_(self.rtol).clamp_min_(self.atol)
             err = ((x1 - x2) / delta).pow(2).mean(dim=dims).sqrt()
             ok = (err <= 1) & active
             okx = broadcast_time(ok, x)
             x = torch.where(okx, x2, x)
             x_prev = torch.where(okx, x1, x_prev)
-            t_old, t = t, torch.where(ok, t_next, t)
+            t = torch.where(ok, t_next, t)
             path.advance(ok)
             stale = ok
             accepted += ok
             rejected += active & ~ok
-            grow = self.safety * (t_old - t_next) * err.clamp_min(1e-10).pow(-self.exponent)
+            grow = self.safety * step * err.clamp_min(1e-10).pow(-self.exponent)
             h = torch.where(active, torch.minimum(grow, t - eps), h)
             # a sample that has just landed on eps keeps h = 0 and is inactive from now on
+        # per sample: F(x', t - h) on every attempt, F(x, t) at the start and after every
+        # accepted step but the last (which lands on eps), and the final denoiser
+        evals = 2 * accepted + rejected + int(run.denoise)
         run.stats.update(
             iterations=iterations,
             accepted_mean=accepted.double().mean().item(),
