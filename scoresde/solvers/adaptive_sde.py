@@ -117,7 +117,6 @@ class GottaGoFast(Solver):
         accepted = torch.zeros(b, dtype=torch.long, device=x.device)
         rejected = torch.zeros_like(accepted)
         iterations = 0
-        dims = tuple(range(1, x.dim()))
         path = BrownianMemory(-t, x, run.noise.normal)  # W on s = -t, increasing as t falls
         while True:
             active = t > eps
@@ -148,7 +147,8 @@ class GottaGoFast(Solver):
             g2 = broadcast_time(run.sde._diffusion(t_next), x)
             x2 = ((x + hh * f2 + g2 * dw) + x1) * 0.5
             delta = torch.maximum(x1.abs(), x_prev.abs()).mul_(self.rtol).clamp_min_(self.atol)
-            err = ((x1 - x2) / delta).pow(2).mean(dim=dims).sqrt()
+            # RMS over each sample's own elements: (B, -1) also for samples of shape (B,)
+            err = ((x1 - x2) / delta).reshape(b, -1).pow(2).mean(dim=1).sqrt()
             ok = (err <= 1) & active
             okx = broadcast_time(ok, x)
             x = torch.where(okx, x2, x)

@@ -88,6 +88,11 @@ class Solver:
     def step(self, x: Tensor, k: int, run: Run, plan: Any) -> Tensor:
         raise NotImplementedError
 
+    def final_step(self, x: Tensor, k: int, run: Run, plan: Any) -> Tensor:
+        """The step eps -> 0: Tweedie's denoiser with ``run.denoise``, else the solver's own
+        noise-free step (subclasses whose own step needs care at t = 0 override this)."""
+        return tweedie_step(x, run) if run.denoise else self.step(x, k, run, plan)
+
     def planned_nfe(self, steps: int) -> int:
         """Score evaluations for a run of ``steps`` steps (the last step included)."""
         return self.evals_per_step * steps
@@ -95,10 +100,7 @@ class Solver:
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
         plan = self.prepare(run)
         for k in range(run.steps):
-            if run.denoise and run.is_last(k):
-                x = tweedie_step(x, run)
-            else:
-                x = self.step(x, k, run, plan)
+            x = self.final_step(x, k, run, plan) if run.is_last(k) else self.step(x, k, run, plan)
             if callback is not None:
                 callback(k, run.times[k + 1], x)
         return x

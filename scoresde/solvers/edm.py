@@ -3,28 +3,54 @@ of Diffusion-Based Generative Models", Algorithm 2), for any SDE here.
 
 EDM works with the scaled state x~ = x / m(t) and the noise level sigma~ = s(t) / m(t)
 (= sqrt((1 - alpha_bar)/alpha_bar) for VP, = exp(-lambda)), where the probability-flow ODE is
-dx~/dsigma~ = (x~ - D(x~; sigma~)) / sigma~ with D the x0 prediction. One step from sigma_i:
+dx~/dsigma~ = (x~ - D(x~; sigma~)) / sigma~ = eps_hat, with D the x0 prediction. One step from
+sigma_i to sigma_{i+1}, i = 0 .. N-1, sigma_N = s(0)/m(0) (0 on VP):
 
     gamma = min(S_churn / N, sqrt(2) - 1) if S_tmin <= sigma_i <= S_tmax else 0
     sigma^ = sigma_i (1 + gamma);  x^ = x_i + sqrt(sigma^^2 - sigma_i^2) S_noise z
     d = (x^ - D(x^; sigma^)) / sigma^;          x_{i+1} = x^ + (sigma_{i+1} - sigma^) d
-    d' = (x_{i+1} - D(x_{i+1}; sigma_{i+1})) / sigma_{i+1}
-    x_{i+1} = x^ + (sigma_{i+1} - sigma^) (d + d') / 2
+    if sigma_{i+1} != 0:  d' = (x_{i+1} - D(x_{i+1}; sigma_{i+1})) / sigma_{i+1}
+                          x_{i+1} = x^ + (sigma_{i+1} - sigma^) (d + d') / 2
 
-The last step (sigma = 0) is D itself: Tweedie's denoiser. Use ``time_grid="karras"`` for
-EDM's rho = 7 grid. NFE = 2N - 1.
+as in EDM's ``generate.py`` and k-diffusion's ``sample_heun``: churn applies on every step,
+the last one included, and sigma^ is not capped. The last step to sigma = 0 is an Euler step,
+which is D(x^; sigma^) itself; with ``denoise=True`` (the default of ``sample``) that is also
+what the last step is on VE, whose s(0) = sigma_min > 0; with ``denoise=False`` VE ends with a
+Heun step to sigma_min.
+
+A sigma^ above the SDE's sigma(T) (churn on the first step) has no time t <= T. There D is
+taken as k-diffusion's discrete-time wrappers do: the network is evaluated at T (its time
+label clamped) on the input scaled for sigma^, D = x^ - sigma^ eps_hat(c x^, T), with
+c = 1/sqrt(1 + sigma^^2) on VP (k-diffusion's c_in) and c = m(T) otherwise.
+``cap_sigma_hat=True`` instead caps sigma^ at sigma(T), so the first step gets no churn (the
+behaviour before this option).
+Use ``time_grid="karras"`` for EDM's rho = 7 grid. NFE = 2N - 1 (2N on VE without denoise).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from scoresde.checks import check_finite_positive
-from scoresde.solvers.base import Run, Solver, tweedie_step
+from scoresde.sde import VPSDE, SubVPSDE
+from scoresde.solvers.base import Run, Solver
 from scoresde.solvers.exponential import _Predictor
+
+
+@dataclass
+class _Level:
+    """One step's constants: the churned level and where its denoiser is evaluated."""
+
+    m: float  # m(t_i): x~ = x / m
+    sig: float  # sigma_i
+    sig_hat: float  # sigma^ = sigma_i (1 + gamma)
+    t_eval: Tensor  # (B,) time at which D(.; sigma^) is evaluated
+    m_eval: float  # network input = m_eval x~
+    s_eval: float  # s(t_eval), for eps from a plain score
 
 
 class EDMHeun(Solver):
@@ -40,6 +66,7 @@ class EDMHeun(Solver):
         s_tmin: float = 0.0,
         s_tmax: float = float("inf"),
         s_noise: float = 1.0,
+        cap_sigma_hat: bool = False,
     ) -> None:
         if not (math.isfinite(s_churn) and s_churn >= 0):
             raise ValueError(f"s_churn must be a finite number >= 0, got {s_churn}")
@@ -47,49 +74,77 @@ class EDMHeun(Solver):
             raise ValueError(f"need 0 <= s_tmin <= s_tmax, got {s_tmin}, {s_tmax}")
         self.s_churn, self.s_tmin, self.s_tmax = float(s_churn), float(s_tmin), float(s_tmax)
         self.s_noise = check_finite_positive("s_noise", s_noise)
+        self.cap_sigma_hat = bool(cap_sigma_hat)
         self.stochastic = self.s_churn > 0
 
     def planned_nfe(self, steps: int) -> int:
         return 2 * steps - 1
 
-    def prepare(self, run: Run):
-        sde, times = run.sde, run.grid[:-1]
-        m, s = sde._marginal(times)
-        sig = (s / m).tolist()
-        m = m.tolist()
-        rows = []
-        n = run.steps
-        for k in range(n - 1):
-            gamma = 0.0
-            if self.s_churn > 0 and self.s_tmin <= sig[k] <= self.s_tmax:
-                gamma = min(self.s_churn / n, math.sqrt(2) - 1)
-            t_hat, m_hat, sig_hat = run.t[k], m[k], sig[k]
-            if gamma > 0:
-                lam_hat = -math.log(sig[k] * (1 + gamma))
-                th = float(sde._t_from_log_snr(torch.tensor(2 * lam_hat, dtype=torch.float64)))
-                th = min(th, sde.T)
-                mh, sh = (float(v) for v in sde._marginal(torch.tensor(th, dtype=torch.float64)))
-                t_hat, m_hat, sig_hat = run.t[k].new_full(run.t[k].shape, th), mh, sh / mh
-            churn = math.sqrt(max(sig_hat**2 - sig[k] ** 2, 0.0)) * self.s_noise
-            rows.append((m[k], t_hat, m_hat, sig_hat, churn, m[k + 1], sig[k + 1]))
-        return rows, _Predictor(run)
+    def gamma(self, sigma: float, steps: int) -> float:
+        if self.s_churn > 0 and self.s_tmin <= sigma <= self.s_tmax:
+            return min(self.s_churn / steps, math.sqrt(2) - 1)
+        return 0.0
 
-    def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
-        if run.is_last(k):
-            return tweedie_step(x, run)
-        rows, predict = plan
-        m, t_hat, m_hat, sig_hat, churn, m_next, sig_next = rows[k]
-        xs = x / m  # scaled state x~
-        if churn > 0:
+    def prepare(self, run: Run):
+        sde = run.sde
+        m, s = sde._marginal(run.grid)
+        sig, m = (s / m).tolist(), m.tolist()
+        m_T, s_T = (float(v) for v in sde._marginal(torch.tensor(sde.T, dtype=torch.float64)))
+        levels = []
+        for k in range(run.steps):
+            sig_hat = sig[k] * (1 + self.gamma(sig[k], run.steps))
+            if self.cap_sigma_hat:
+                sig_hat = min(sig_hat, s_T / m_T)
+            if sig_hat == sig[k]:
+                level = _Level(m[k], sig[k], sig[k], run.t[k], m[k], sig[k] * m[k])
+            elif sig_hat >= s_T / m_T:  # above the SDE's range: k-diffusion's convention
+                level = _Level(
+                    m[k], sig[k], sig_hat, run.t[0], self._m_above(sde, sig_hat, m_T), s_T
+                )
+            else:
+                lam_hat = torch.tensor(-2 * math.log(sig_hat), dtype=torch.float64)
+                th = float(sde._t_from_log_snr(lam_hat))
+                mh, sh = (float(v) for v in sde._marginal(torch.tensor(th, dtype=torch.float64)))
+                level = _Level(m[k], sig[k], sh / mh, run.t[k].new_full(run.t[k].shape, th), mh, sh)
+            levels.append(level)
+        return levels, sig, m, _Predictor(run)
+
+    @staticmethod
+    def _m_above(sde, sig_hat: float, m_T: float) -> float:
+        """Input scale for sigma^ > sigma(T): VP's m = 1/sqrt(1 + sigma^2) (k-diffusion's c_in),
+        else m(T)."""
+        if isinstance(sde, VPSDE) and not isinstance(sde, SubVPSDE):
+            return 1 / math.sqrt(1 + sig_hat**2)
+        return m_T
+
+    def _eps(self, xs: Tensor, t: Tensor, m_eval: float, s_eval: float, predict) -> Tensor:
+        """eps_hat = (x~ - D(x~; sigma)) / sigma, from the network at input m_eval x~."""
+        return predict.eps(xs * m_eval, t, s_eval)
+
+    def step(self, x: Tensor, k: int, run: Run, plan, to_data: bool = False) -> Tensor:
+        levels, sig, m, predict = plan
+        lv = levels[k]
+        xs = x / lv.m  # scaled state x~
+        if lv.sig_hat > lv.sig:
+            churn = math.sqrt(lv.sig_hat**2 - lv.sig**2) * self.s_noise
             xs.add_(run.noise.normal(), alpha=churn)
-        d = (xs - predict.x0(xs * m_hat, t_hat, m_hat, sig_hat * m_hat)) / sig_hat
-        dsig = sig_next - sig_hat
+        d = self._eps(xs, lv.t_eval, lv.m_eval, lv.s_eval, predict)
+        sig_next, m_next = (0.0, 1.0) if to_data else (sig[k + 1], m[k + 1])
+        dsig = sig_next - lv.sig_hat
         x_next = xs + d * dsig
-        d2 = predict.x0(x_next * m_next, run.t[k + 1], m_next, sig_next * m_next)
-        d2 = (x_next - d2) / sig_next
+        if sig_next == 0:  # Euler to sigma = 0: x_next = D(x^; sigma^)
+            return x_next.mul_(m_next)
+        d2 = self._eps(x_next, run.t[k + 1], m_next, sig_next * m_next, predict)
         return (xs + (d + d2) * (0.5 * dsig)).mul_(m_next)
+
+    def final_step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
+        """EDM's last step, churn included; with ``run.denoise`` it always ends at sigma = 0."""
+        return self.step(x, k, run, plan, to_data=run.denoise)
 
     def describe(self) -> str:
         if not self.stochastic:
             return self.name
-        return f"{self.name}(churn={self.s_churn:g}, tmin={self.s_tmin:g}, tmax={self.s_tmax:g})"
+        cap = ", capped" if self.cap_sigma_hat else ""
+        return (
+            f"{self.name}(churn={self.s_churn:g}, tmin={self.s_tmin:g}, tmax={self.s_tmax:g}{cap})"
+        )

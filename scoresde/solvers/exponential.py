@@ -21,7 +21,15 @@ DPM-Solver++ paper, App. B); singlestep methods evaluate at intermediate lambdas
 (DPM-Solver-2 and -3, Lu et al. 2022 Algorithms 1 and 2 with r1 = 1/2; r1 = 1/3, r2 = 2/3).
 
 These work for every SDE here (VP, sub-VP, VE: only m and s enter). The last step eps -> 0
-(sigma = 0, lambda = infinity) is the data prediction at eps, which is Tweedie's denoiser.
+is Tweedie's denoiser by default. With ``denoise=False`` it is the method's own first-order
+step to t = 0, written so that it stays finite when sigma_0 = 0 (lambda = infinity), with
+e^(-h) = (alpha_s sigma_t)/(alpha_t sigma_s):
+
+    x0:   x_0 = (sigma_0/sigma_s) x_s + alpha_0 (1 - e^(-h)) D_s
+    eps:  x_0 = (alpha_0/alpha_s) x_s - (alpha_0 sigma_s/alpha_s) (1 - e^(-h)) eps_s
+
+On VP (sigma_0 = 0, alpha_0 = 1) both equal the denoiser; on VE, where s(0) = sigma_min > 0,
+they end at the sigma_min-noisy x(0) of Song et al.'s convention.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from torch import Tensor
 
 from scoresde.checks import check_positive_int
 from scoresde.sde import SDE
-from scoresde.solvers.base import AffineSolver, Run, Solver, affine, tweedie_step
+from scoresde.solvers.base import AffineSolver, Run, Solver, affine
 
 
 def _check_order(order: int, highest: int) -> int:
@@ -67,7 +75,7 @@ def taylor_weights(lams: list[float], orders: int) -> np.ndarray:
 
 @dataclass
 class _Grid:
-    """Per-grid-point alpha, sigma, lambda (host floats) for the evaluation times t_0..t_{N-1}."""
+    """Per-grid-point alpha, sigma, lambda (host floats) for t_0..t_N (lambda_N may be inf)."""
 
     alpha: list[float]
     sigma: list[float]
@@ -78,6 +86,14 @@ class _Grid:
     def of(cls, sde: SDE, times: Tensor) -> _Grid:
         m, s = sde._marginal(times)
         return cls(m.tolist(), s.tolist(), torch.log(m / s).tolist())
+
+    def first_order(self, kind: str, k: int) -> tuple[float, float]:
+        """(c_x, c_f) of the first-order step k -> k+1, finite also for sigma_{k+1} = 0."""
+        one_m = -math.expm1(self.lam[k] - self.lam[k + 1])  # 1 - e^(-h)
+        a_s, s_s, a_t, s_t = self.alpha[k], self.sigma[k], self.alpha[k + 1], self.sigma[k + 1]
+        if kind == "x0":
+            return s_t / s_s, a_t * one_m
+        return a_t / a_s, -(a_t * s_s / a_s) * one_m
 
 
 class _Predictor:
@@ -118,7 +134,7 @@ class _Multistep(Solver):
         self.lower_order_final = bool(lower_order_final)
 
     def prepare(self, run: Run) -> tuple[_Grid, _Predictor]:
-        return _Grid.of(run.sde, run.grid[:-1]), _Predictor(run)
+        return _Grid.of(run.sde, run.grid), _Predictor(run)
 
     def step_order(self, k: int, run: Run) -> int:
         """Warm-up from order 1; with few steps, also lower orders on the final steps."""
@@ -143,10 +159,11 @@ class _Multistep(Solver):
 
     def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
         g, predict = plan
-        if run.is_last(k):
-            return tweedie_step(x, run)
         f = predict(self.prediction, x, run.t[k], g.alpha[k], g.sigma[k])
         g.history = [f, *g.history[: self.order - 1]]
+        if run.is_last(k):  # own step to t = 0 (denoise=False): first order
+            cx, cf = g.first_order(self.prediction, k)
+            return _combine(x, cx, [(cf, f)])
         cx, w = self.coefficients(g, k, self.step_order(k, run))
         return _combine(x, cx, list(zip(w, g.history, strict=False)))
 
@@ -211,14 +228,15 @@ class DPMSolverSinglestep(Solver):
             m, s = run.sde._marginal(t_mid)
             ts = [run.t[0].new_full(run.t[0].shape, v) for v in t_mid.tolist()]
             mids.append((m.tolist(), s.tolist(), ts))
-        return _Grid.of(run.sde, times), _Predictor(run), h.tolist(), r, mids
+        return _Grid.of(run.sde, run.grid), _Predictor(run), h.tolist(), r, mids
 
     def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
-        if run.is_last(k):
-            return tweedie_step(x, run)
         g, predict, hs, r, mids = plan
-        h, a_s, a_t, sig_t = hs[k], g.alpha[k], g.alpha[k + 1], g.sigma[k + 1]
         e_s = predict.eps(x, run.t[k], g.sigma[k])
+        if run.is_last(k):  # own step to t = 0 (denoise=False): first order
+            cx, ce = g.first_order("eps", k)
+            return _combine(x, cx, [(ce, e_s)])
+        h, a_s, a_t, sig_t = hs[k], g.alpha[k], g.alpha[k + 1], g.sigma[k + 1]
         em1 = math.expm1(h)
         if self.order == 1:
             return _combine(x, a_t / a_s, [(-sig_t * em1, e_s)])
@@ -241,10 +259,14 @@ class DPMSolverSinglestep(Solver):
 class DDIM(AffineSolver):
     """DDIM with stochasticity eta (Song, Meng & Ermon 2021, eq. 12), on any grid.
 
-    From s to t (alpha = m, sigma = s): x0 = (x_s - sigma_s eps)/alpha_s and
-    x_t = alpha_t x0 + sqrt(sigma_t^2 - c^2) eps + c z, c = eta (sigma_t/sigma_s)
-    sqrt(1 - alpha_s^2/alpha_t^2). eta = 0 is deterministic (= DPM-Solver-1); eta = 1 on
-    consecutive DDPM timesteps is DDPM ancestral sampling with the posterior variance.
+    From s to t < s (alpha = m, sigma = s): x0 = (x_s - sigma_s eps)/alpha_s and
+    x_t = alpha_t x0 + sqrt(sigma_t^2 - c^2) eps + c z, where c = eta times the std of the
+    Gaussian posterior q(x_t | x_s, x0). With the forward transition x_s | x_t ~ N(r x_t, w I)
+    that std is sigma_t sqrt(w) / sigma_s, for every SDE here:
+    VP (r = alpha_s/alpha_t): c = eta (sigma_t/sigma_s) sqrt(1 - alpha_s^2/alpha_t^2), eq. 16;
+    VE (r = 1, w = sigma_s^2 - sigma_t^2): c = eta sqrt(sigma_t^2 (sigma_s^2 - sigma_t^2)) /
+    sigma_s, k-diffusion's ancestral sigma_up. eta = 0 is deterministic (= DPM-Solver-1);
+    eta = 1 on consecutive DDPM timesteps is DDPM ancestral sampling with the posterior variance.
     """
 
     name = "ddim"
@@ -259,7 +281,8 @@ class DDIM(AffineSolver):
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
         a_s, s_s = sde._marginal(t)
         a_t, s_t = sde._marginal(t_next)
-        c = self.eta * (s_t / s_s) * (1 - (a_s / a_t) ** 2).clamp_min(0).sqrt()
+        _, w = sde._transition(t_next, t)
+        c = self.eta * s_t * w.clamp_min(0).sqrt() / s_s
         e_coef = (s_t**2 - c**2).clamp_min(0).sqrt() - a_t * s_s / a_s
         return a_t / a_s, -s_s * e_coef, c  # eps = -sigma_s score
 
@@ -284,21 +307,22 @@ class SDEDPMSolverPP(Solver):
         self.order = _check_order(order, 2)
 
     def prepare(self, run: Run):
-        return _Grid.of(run.sde, run.grid[:-1]), _Predictor(run)
+        return _Grid.of(run.sde, run.grid), _Predictor(run)
 
     def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
-        if run.is_last(k):
-            return tweedie_step(x, run)
         g, predict = plan
         d = predict.x0(x, run.t[k], g.alpha[k], g.sigma[k])
         g.history = [d, *g.history[:1]]
-        h = g.lam[k + 1] - g.lam[k]
+        h = g.lam[k + 1] - g.lam[k]  # inf on the last step when sigma_0 = 0
         one_m = -math.expm1(-2 * h)  # 1 - e^(-2h)
-        q = min(self.order, len(g.history))
+        last = run.is_last(k)  # own step to t = 0 (denoise=False): first order, no noise
+        q = 1 if last else min(self.order, len(g.history))
         c = [g.alpha[k + 1] * one_m, g.alpha[k + 1] * (h - one_m / 2)]
         w = np.asarray(c[:q]) @ taylor_weights([g.lam[k - j] for j in range(q)], q)
         cx = g.sigma[k + 1] / g.sigma[k] * math.exp(-h)
         out = _combine(x, cx, list(zip(w.tolist(), g.history, strict=False)))
+        if last:
+            return out
         z = run.noise(run.times[k], run.times[k + 1])
         return out.add_(z, alpha=g.sigma[k + 1] * math.sqrt(one_m))
 

@@ -38,8 +38,10 @@ class LangevinCorrector:
     alpha_bar_i, while score_sde's code uses the per-step alpha_i = 1 - beta_i. We follow the
     code (``alpha="step"``, the default): it produced the published results, and alpha_bar would
     shrink the step by 2e4 at t = 1 so the corrector would not move. The per-step alpha is taken
-    from the grid the sampler is on, alpha = m(t)^2 / m(t_prev)^2 with t_prev the previous grid
-    point, so it holds for any step count, and for any SDE: VP and sub-VP share it, VE gets 1.
+    from the grid the sampler is on: at grid time t_j, alpha_j = m(t_j)^2 / m(t_{j+1})^2, the
+    forward chain's step from the next (smaller) grid time t_{j+1} up to t_j, so alpha_j < 1
+    on VP (= 1 - beta_i on a DDPM grid). It holds for any step count and any SDE: VP and
+    sub-VP share it, VE gets 1.
     ``alpha="alpha_bar"`` gives the paper's reading, ``alpha="one"`` drops the factor.
     """
 
@@ -64,10 +66,10 @@ class LangevinCorrector:
 
     def prepare(self, run: Run) -> list[float]:
         """2 alpha snr^2 for each grid index j (j >= 1; entry 0 is unused)."""
-        m, _ = run.sde._marginal(run.grid.clamp_min(run.eps))
+        m, _ = run.sde._marginal(run.grid)
         ab = m * m
-        if self.alpha == "step":
-            alpha = torch.cat([ab[:1] / ab[:1], ab[1:] / ab[:-1]])
+        if self.alpha == "step":  # m(t_j)^2 / m(t_{j+1})^2; the grid ends at t_N = 0
+            alpha = torch.cat([ab[:-1] / ab[1:], ab[-1:] / ab[-1:]])
         elif self.alpha == "alpha_bar":
             alpha = ab
         else:
