@@ -147,15 +147,20 @@ class PredictorCorrector(Solver):
 class AnnealedLangevin(Solver):
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) over the grid's noise levels.
 
-    For each level t_i (i = 0..N-1, noise std s_i = s(t_i)) run ``steps_per_level`` Langevin
-    steps with step size e_i = step_size s_i^2 / sigma_ref^2:
-    x <- x + e_i s(x, t_i) + sqrt(2 e_i) z. Song & Ermon use step_size = 2e-5 with their
-    smallest level sigma_L = 0.01, so e_i = 0.2 s_i^2; we keep that reference fixed
-    (``sigma_ref``) instead of taking the grid's smallest std, which for sub-VP at eps = 1e-3 is
-    1e-4 and would make the first steps 100 times too large (measured: NaN by step 6). For VE
-    the levels are NCSN's sigmas; for VP and sub-VP each level targets that time's marginal
-    p_t. Finally the denoiser at eps (or nothing when ``denoise=False``).
-    NFE = N steps_per_level (+ 1 for the denoiser).
+    For each level t_i (i = 0..N-1, noise std s_i = s(t_i)) run ``steps_per_level`` (NCSN's T)
+    Langevin steps x <- x + e_i s(x, t_i) + sqrt(2 e_i) z with NCSN's step rule
+    e_i = step_size (s_i / sigma_ref)^2 (``step_size`` is NCSN's epsilon, ``sigma_ref`` its
+    sigma_L). NCSN's sigma_L is the smallest level; we keep it fixed at 0.01 instead of taking
+    the grid's smallest std, which for sub-VP at eps = 1e-3 is 1e-4 and would make the first
+    steps 100 times too large (measured: NaN by step 6). For VE the levels are NCSN's sigmas;
+    for VP and sub-VP each level targets that time's marginal p_t. Finally the denoiser at eps
+    (or nothing when ``denoise=False``). NFE = N steps_per_level (+ 1 for the denoiser).
+
+    Defaults: step_size = 5e-5 (e_i = 0.5 s_i^2), one step per level. NCSN's 2e-5 (e = 0.2
+    s^2) was tuned for 100 steps on each of 10 levels; at 200 evaluations on the built-in VP
+    mixtures it lands at 3.8x the sliced-W1 noise floor, 0.5 s^2 at 1.7-2.4x on the linear,
+    discrete and cosine schedules (n = 4000, three seeds), and at equal evaluations more steps
+    per level on fewer levels is no better (5 per level: 2.2-2.5x; 20: 4-5x).
     """
 
     name = "annealed_langevin"
@@ -163,7 +168,7 @@ class AnnealedLangevin(Solver):
     order = 0.5
 
     def __init__(
-        self, steps_per_level: int = 1, step_size: float = 2e-5, sigma_ref: float = 0.01
+        self, steps_per_level: int = 1, step_size: float = 5e-5, sigma_ref: float = 0.01
     ) -> None:
         self.steps_per_level = check_positive_int("steps_per_level", steps_per_level)
         self.step_size = check_finite_positive("step_size", step_size)
