@@ -44,8 +44,11 @@ def wasserstein_1d(a: Tensor, b: Tensor) -> Tensor:
     n, m = a.shape[0], b.shape[0]
     if n == m:
         return (a - b).abs().mean(0)
-    levels = torch.sort(torch.cat([torch.arange(1, n + 1) / n, torch.arange(1, m + 1) / m])).values
-    levels = levels.to(torch.float64)
+    f64 = torch.float64  # levels in float64: float32 quantile levels are off by ~1e-8
+    levels = torch.cat(
+        [torch.arange(1, n + 1, dtype=f64) / n, torch.arange(1, m + 1, dtype=f64) / m]
+    )
+    levels = torch.sort(levels).values
     widths = torch.diff(torch.cat([torch.zeros(1, dtype=torch.float64), levels]))
     mids = (levels - widths / 2).clamp(0, 1 - 1e-12)
     qa = a[(mids * n).long().clamp(max=n - 1)]

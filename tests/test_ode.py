@@ -88,3 +88,19 @@ def test_failures_are_reported():
             ode.dopri5(_cos_problem, (torch.ones(2),), 0.0, 1.0, rtol=bad)
         with pytest.raises(ValueError, match="atol"):
             ode.solve_ivp_scipy(_cos_problem, (torch.ones(2),), 0.0, 1.0, atol=bad)
+
+
+@pytest.mark.parametrize(("t0", "t1"), [(0.0, 0.5), (1.0, 0.2)])
+def test_dopri5_never_evaluates_outside_the_interval(t0, t1):
+    # a slow decay makes Hairer's probe step 0.01 |y| / |f| = 10, far beyond the interval
+    seen = []
+
+    def func(t, y):
+        seen.append(t)
+        return (-1e-3 * y[0],)
+
+    y0 = (torch.ones(3, dtype=torch.float64),)
+    res = ode.dopri5(func, y0, t0, t1, rtol=1e-8, atol=1e-8)
+    lo, hi = min(t0, t1), max(t0, t1)
+    assert all(lo <= t <= hi for t in seen), (min(seen), max(seen))
+    torch.testing.assert_close(res.y[0], y0[0] * math.exp(-1e-3 * (t1 - t0)))
