@@ -193,7 +193,8 @@ def dopri5(
         ks: list[State] = [k1]
         for i in range(1, 7):
             yi = _combine(y, h_signed, ks, A[i])
-            ks.append(func(t + C[i] * h_signed, yi))
+            # the stages at c = 1 of the last step sit at t1 itself, not t + (t1 - t) rounded
+            ks.append(func(t1 if last and C[i] == 1 else t + C[i] * h_signed, yi))
         nfe += 6
         y_new = yi  # stage 7 is evaluated at the fifth-order solution (FSAL)
         err = tuple(
