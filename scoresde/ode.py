@@ -117,18 +117,19 @@ def _initial_step(
     direction: float,
     rtol: float,
     atol: float,
-    span: float,
+    t1: float,
 ) -> float:
     """Hairer, Nørsett & Wanner II.4: a first step from the sizes of y0, f0 and f's change.
 
-    Both the probe step h0 and the result are capped at ``span`` = |t1 - t0|, so f is never
-    evaluated outside the interval (a score is not defined beyond [0, T])."""
+    Both the probe step h0 and the result are capped at |t1 - t0|, so f is never evaluated
+    outside the interval (a score is not defined beyond [0, T])."""
+    span = abs(t1 - t0)
     scale = tuple(atol + rtol * y.abs() for y in y0)
     d0, d1 = _rms(y0, scale), _rms(f0, scale)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
     y1 = tuple(y + direction * h0 * f for y, f in zip(y0, f0, strict=True))
-    f1 = func(t0 + direction * h0, y1)
+    f1 = func(t1 if h0 == span else t0 + direction * h0, y1)
     d2 = _rms(tuple(b - a for a, b in zip(f0, f1, strict=True)), scale) / h0
     big = max(d1, d2)
     h1 = max(1e-6, h0 * 1e-3) if big <= 1e-15 else (0.01 / big) ** (1 / 5)
@@ -177,7 +178,7 @@ def dopri5(
     k1 = func(t0, y0)
     nfe = 1
     if first_step is None:
-        h = _initial_step(func, t0, y0, k1, direction, rtol, atol, abs(t1 - t0))
+        h = _initial_step(func, t0, y0, k1, direction, rtol, atol, t1)
         nfe += 1
     else:
         h = check_finite_positive("first_step", first_step)
