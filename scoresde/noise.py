@@ -52,22 +52,30 @@ class BrownianNoise:
     """Normalised increments of one Brownian path W on reverse time s = T - t.
 
     ``bm`` is a ``torchsde.BrownianInterval`` over s in [0, T] with a halfway tree; its
-    entropy is drawn once from ``generator``, so the same seed gives the same path.
+    entropy is drawn once from ``generator`` (or given), so the same seed gives the same path.
+    ``levy_area`` is torchsde's Lévy-area approximation ("none"; "space-time" for SRK).
     """
 
     def __init__(
-        self, like: Tensor, generator: torch.Generator, T: float = 1.0, tol: float = 1e-5
+        self,
+        like: Tensor,
+        generator: torch.Generator,
+        T: float = 1.0,
+        tol: float = 1e-5,
+        entropy: int | None = None,
+        levy_area: str = "none",
     ) -> None:
         self.shape, self.T = like.shape, float(T)
+        self.entropy = seed_from(generator) if entropy is None else int(entropy)
         self.bm = torchsde.BrownianInterval(
             t0=0.0,
             t1=self.T,
             size=(like.shape[0], like[0].numel()),
             dtype=like.dtype,
             device=like.device,
-            entropy=seed_from(generator),
+            entropy=self.entropy,
             tol=tol,
-            levy_area_approximation="none",
+            levy_area_approximation=levy_area,
             halfway_tree=True,
         )
         self._normal = GaussianNoise(like, generator)

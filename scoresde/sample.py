@@ -120,9 +120,14 @@ def sample(
             annealed_langevin). With False it is the solver's own noise-free step.
         noise: "gaussian" (independent draws), "brownian" (one Brownian path, consistent across
             step counts) or a ``NoiseSource``.
-        callback: called as callback(k, t_next, x) after each step.
+        callback: called as callback(k, t_next, x) after each step. Fixed-step solvers report
+            all N steps (t_next = t_1 .. t_N = 0); adaptive solvers (``ode_dopri5``,
+            ``ode_rk45``, ``adaptive_sde``), ``torchsde`` and ``annealed_langevin`` report the
+            points they have (the state at eps, each level) and always their final state,
+            which is the returned sample.
         progress: show a tqdm progress bar on stderr.
-        return_trajectory: keep every intermediate state (memory grows with N).
+        return_trajectory: keep x_T and every state passed to the callback (memory grows with
+            N): (N + 1, B, ...) for fixed-step solvers.
 
     Returns:
         ``Solution``. Raises ``NonFiniteSampleError`` naming the first step whose result

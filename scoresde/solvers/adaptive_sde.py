@@ -175,7 +175,11 @@ class GottaGoFast(Solver):
         )
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError("adaptive_sde produced NaN/Inf before reaching eps")
-        return tweedie_step(x, run) if run.denoise else x
+        if run.denoise:
+            x = tweedie_step(x, run)
+        if callback is not None:  # one report: the adaptive loop has no fixed steps
+            callback(run.steps - 1, 0.0 if run.denoise else eps, x)
+        return x
 
     def describe(self) -> str:
         return f"{self.name}(rtol={self.rtol:g}, atol={self.atol:g})"

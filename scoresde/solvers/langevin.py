@@ -189,6 +189,8 @@ class AnnealedLangevin(Solver):
                 callback(k, run.times[k], x)
         if run.denoise:
             x = tweedie_step(x, run)
+            if callback is not None:
+                callback(run.steps - 1, 0.0, x)
         return x
 
     def describe(self) -> str:

@@ -115,10 +115,16 @@ class _AdaptiveODE(Solver):
             ode_steps=res.accepted, rejected_steps=res.rejected, min_step=min(res.step_sizes)
         )
         x = res.y[0]
+        if callback is not None and run.steps > 1:
+            callback(run.steps - 2, run.eps, x)
         if run.denoise:
-            return tweedie_step(x, run)
-        t_eps = run.t[-2]
-        return x + sde.probability_flow_drift(x, t_eps, run.score(x, t_eps)) * (-run.eps)
+            x = tweedie_step(x, run)
+        else:
+            t_eps = run.t[-2]
+            x = x + sde.probability_flow_drift(x, t_eps, run.score(x, t_eps)) * (-run.eps)
+        if callback is not None:
+            callback(run.steps - 1, 0.0, x)
+        return x
 
     def describe(self) -> str:
         return f"{self.name}(rtol={self.rtol:g}, atol={self.atol:g})"

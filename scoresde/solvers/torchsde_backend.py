@@ -70,10 +70,14 @@ class TorchsdeSolver(Solver):
             shape = x.shape
             ts = (run.sde.T - evals).to(device=x.device, dtype=torch.float64)
             dt = float(ts[1] - ts[0])
-            if isinstance(run.noise, BrownianNoise):
+            # SRK needs space-time Lévy areas; torchsde then draws another path from the same
+            # entropy, so srk is reproducible by seed but not on euler's Brownian path
+            levy = "space-time" if self.method == "srk" else "none"
+            entropy = run.noise.entropy if isinstance(run.noise, BrownianNoise) else None
+            if isinstance(run.noise, BrownianNoise) and levy == "none":
                 bm = run.noise.bm
             else:
-                bm = BrownianNoise(x, run.generator, run.sde.T).bm
+                bm = BrownianNoise(x, run.generator, run.sde.T, entropy=entropy, levy_area=levy).bm
             y = torchsde.sdeint(
                 _ReverseTimeSDE(run, shape, x.dtype),
                 x.reshape(shape[0], -1),
@@ -90,7 +94,8 @@ class TorchsdeSolver(Solver):
         last = Run(
             run.sde, run.score, run.noise, run.grid[-2:], run.t[-2:], run.denoise, run.generator
         )
-        return EulerMaruyama().integrate(x, last)
+        report = None if callback is None else (lambda k, t, x: callback(run.steps - 1, t, x))
+        return EulerMaruyama().integrate(x, last, report)
 
     def describe(self) -> str:
         return f"{self.name}(method={self.method})"
