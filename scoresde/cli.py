@@ -251,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, TypeError) as e:
         print(f"scoresde: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # I/O failures (disk full, permissions): what happened, no traceback
+        print(f"scoresde: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("scoresde: interrupted", file=sys.stderr)
         return 130

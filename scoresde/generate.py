@@ -2,12 +2,17 @@
 
 Layout of ``out``:
 
-    run.json             the run's identity (model, solver, steps, grid, seed, num, shard size,
-                         shape, dtype), written first; a rerun with other values is refused
+    run.json             the run's identity (model and its fingerprint, solver, steps, grid,
+                         seed, num, shard size, shape, dtype), written first; a rerun with
+                         other values (new weights included) is refused
     shard_00000.npz ...  samples [k S, (k+1) S) as ``samples`` (n, *shape) and ``indices``,
                          each written to a temporary file and renamed into place
     manifest.json        written last (rank 0, after a barrier): identity, shards with their
                          SHA-256, NFE, wall time, world size and software versions
+
+A rerun resumes: shards that are missing, unreadable, inconsistent or whose SHA-256 differs
+from an existing manifest are regenerated. A failed write (disk full, permission) leaves the
+finished shards in place and is reported with the shard's name, so the same command resumes.
 
 Sample i's start and every noise draw depend only on (seed, i) (``IndexedNoise``), so samples
 do not depend on the batch size, on which shard or process computes them, or on resuming.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import platform
 import sys
 import time
@@ -78,6 +84,57 @@ def load_shard(path: Path, start: int, stop: int, shape: tuple[int, ...]) -> np.
     if not np.isfinite(samples).all():
         return None
     return samples
+
+
+def model_fingerprint(spec: ModelSpec) -> str:
+    """SHA-256 of what identifies the model: its output on a fixed probe input, plus every
+    parameter and buffer when the network is an ``nn.Module``.
+
+    The probe is x = sin(1 + k) over the (2, *shape) elements, at t = (0.3, 0.7), on the CPU in
+    float32; its output is rounded to 4 significant digits of its largest entry, so the
+    fingerprint survives the last-bit differences of another BLAS but not new weights.
+    """
+    h = hashlib.sha256()
+    shape = (2, *spec.shape)
+    x = torch.sin(1.0 + torch.arange(math.prod(shape), dtype=torch.float32)).reshape(shape)
+    with torch.no_grad():
+        out = spec.score(x, torch.tensor([0.3, 0.7])).double()
+    scale = float(out.abs().max()) or 1.0
+    h.update(np.round(out.numpy() / scale * 1e4).astype(np.int64).tobytes())
+    net = getattr(spec.score, "net", None)
+    if isinstance(net, torch.nn.Module):
+        for name, value in net.state_dict().items():
+            h.update(name.encode())
+            h.update(str((value.dtype, tuple(value.shape))).encode())
+            h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _manifest_checksums(out: Path) -> dict[str, str]:
+    """file -> SHA-256 from an earlier manifest of this run (empty if there is none)."""
+    try:
+        shards = json.loads((out / MANIFEST).read_text())["shards"]
+        return {s["file"]: s["sha256"] for s in shards}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _shard_done(path: Path, start: int, stop: int, shape, checksums: dict[str, str]) -> bool:
+    if load_shard(path, start, stop, shape) is None:
+        return False
+    recorded = checksums.get(path.name)
+    return recorded is None or recorded == _sha256(path)
+
+
+def _write_shard(path: Path, data: bytes, done: int) -> None:
+    try:
+        atomic_write(path, data)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OSError(
+            f"could not write {path} ({reason}); the {done} shard(s) finished before it are "
+            "intact: free space or fix permissions, then rerun the same command to resume"
+        ) from None
 
 
 def _versions() -> dict[str, str]:
@@ -171,6 +228,7 @@ def generate(
     shape = tuple(spec.shape)
     identity = {
         "model": model_name,
+        "model_fingerprint": model_fingerprint(spec),
         "solver": solver_obj.describe(),
         "steps": steps,
         "time_grid": time_grid,
@@ -184,10 +242,11 @@ def generate(
     _claim_run(out, identity, rank)
     n_shards = -(-num // shard_size)
     mine = [k for k in range(n_shards) if k % world == rank]
+    checksums = _manifest_checksums(out)
     todo = []
     for k in mine:
         start, stop = k * shard_size, min(num, (k + 1) * shard_size)
-        if load_shard(out / _shard_name(k), start, stop, shape) is None:
+        if not _shard_done(out / _shard_name(k), start, stop, shape, checksums):
             todo.append((k, start, stop))
     bar = None
     if progress and rank == 0:
@@ -197,7 +256,7 @@ def generate(
         bar = tqdm(total=per_rank * world, unit="sample", desc="generate", file=sys.stderr)
     began = time.perf_counter()
     calls = nfe = new = 0
-    for k, start, stop in todo:
+    for i, (k, start, stop) in enumerate(todo):
         parts = []
         for a in range(start, stop, batch_size):
             b = min(stop, a + batch_size)
@@ -222,7 +281,7 @@ def generate(
         samples = np.concatenate(parts)
         buf = io.BytesIO()
         np.savez(buf, samples=samples, indices=np.arange(start, stop))
-        atomic_write(out / _shard_name(k), buf.getvalue())
+        _write_shard(out / _shard_name(k), buf.getvalue(), len(mine) - len(todo) + i)
         new += stop - start
     if bar is not None:
         bar.close()

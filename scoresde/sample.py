@@ -39,10 +39,13 @@ class Solution:
 
 
 class _CountedScore:
-    """Counts score evaluations; a Python integer increment, no device work.
+    """Counts score evaluations and checks what comes back; no device work, no host sync.
 
-    When the score is an eps-adapter, ``eps`` gives the network's raw prediction (one
-    evaluation too), so affine solvers can fold -1/s(t) into their precomputed coefficients.
+    Every output must be a tensor of x's shape on x's device; a floating output of another
+    dtype (a float16/bfloat16 network) is cast to x's dtype, so the sampling state keeps its
+    precision. When the score is an eps-adapter, ``eps`` gives the network's raw prediction
+    (one evaluation too), so affine solvers can fold -1/s(t) into their precomputed
+    coefficients.
     """
 
     def __init__(self, score: ScoreFn) -> None:
@@ -52,11 +55,31 @@ class _CountedScore:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         self.count += 1
-        return self.score(x, t)
+        return _checked_output(self.score(x, t), x, "score")
 
     def eps(self, x: Tensor, t: Tensor) -> Tensor:
         self.count += 1
-        return self.score.eps(x, t)
+        return _checked_output(self.score.eps(x, t), x, "score")
+
+
+def _checked_output(out: object, x: Tensor, what: str) -> Tensor:
+    """``out`` as a tensor of x's shape, device and dtype, or a one-line error naming ``what``."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"the {what} function must return a tensor, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(
+            f"the {what} function returned shape {tuple(out.shape)} for x of shape "
+            f"{tuple(x.shape)}; it must return a tensor of x's shape"
+        )
+    if out.device != x.device:
+        raise ValueError(
+            f"the {what} function returned a tensor on {out.device}, x is on {x.device}"
+        )
+    if out.dtype != x.dtype:
+        if not out.dtype.is_floating_point:
+            raise TypeError(f"the {what} function returned dtype {out.dtype}; it must be floating")
+        out = out.to(x.dtype)
+    return out
 
 
 class NonFiniteSampleError(FloatingPointError):
