@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.checks import broadcast_time, check_positive_int
+from scoresde.checks import broadcast_time, check_output, check_positive_int
 from scoresde.sde import SDE, VPSDE, SubVPSDE
 
 NetFn = Callable[[Tensor, Tensor], Tensor]
@@ -96,12 +96,9 @@ class Score:
 
     def _net(self, x: Tensor, t: Tensor) -> Tensor:
         out = self.net(x, self.time_label(t))
-        if out.shape != x.shape:
-            raise ValueError(
-                f"the network returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
-                "it must return a tensor of the input's shape"
-            )
-        return out.to(x.dtype)
+        if hasattr(out, "sample") and not isinstance(out, Tensor):  # diffusers' output object
+            out = out.sample
+        return check_output(out, x, "network")
 
     def _coefs(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         m, s = self.sde._marginal(t)

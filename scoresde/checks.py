@@ -13,13 +13,84 @@ import torch
 from torch import Tensor
 
 
-def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    """Return ``value`` as an int, or raise if it is not an integer >= ``minimum``."""
+def check_positive_int(
+    name: str, value: object, minimum: int = 1, maximum: int | None = None
+) -> int:
+    """Return ``value`` as an int, or raise if it is not an integer in [minimum, maximum]."""
+    allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum:,}]"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+        raise TypeError(f"{name} must be an integer {allowed}, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an integer {allowed}, got {value}")
     return value
+
+
+MAX_STEPS = 10**6  # a grid and its per-step time rows are built up front: bound the memory
+
+
+def as_float(name: str, value: object) -> float:
+    """``float(value)``, or a TypeError naming the argument."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+
+
+def check_seed(name: str, value: object) -> int:
+    """An integer seed in [0, 2^63), or an error naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer in [0, 2^63), got {value!r}")
+    if not 0 <= value < 2**63:
+        raise ValueError(f"{name} must be an integer in [0, 2^63), got {value}")
+    return value
+
+
+def check_device(name: str, value: object) -> torch.device:
+    """A torch.device that can hold samples here (cpu, or cuda when CUDA is available)."""
+    try:
+        device = torch.device(value)  # type: ignore[arg-type]
+    except (TypeError, RuntimeError, OverflowError, ValueError):
+        raise ValueError(
+            f"{name} must be a device such as 'cpu' or 'cuda:0', got {value!r}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} is {value!r} but CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(f"{name} must be a compute device (cpu, cuda, ...), got {value!r}")
+    return device
+
+
+def check_sampling_dtype(dtype: torch.dtype, name: str = "dtype") -> torch.dtype:
+    """float32 or float64: half precision is too coarse for a sampling or ODE state."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating dtype, got {dtype}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"{name} {dtype} is too coarse for the sampling state (steps change x by less than "
+            "its resolution); use float32 or float64 — the network itself may run in half "
+            "precision, its output is cast to the state's dtype"
+        )
+    return dtype
+
+
+def check_output(out: object, x: Tensor, what: str) -> Tensor:
+    """``out`` as a tensor of x's shape, device and dtype, or a one-line error naming ``what``."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"the {what} function must return a tensor, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(
+            f"the {what} function returned shape {tuple(out.shape)} for x of shape "
+            f"{tuple(x.shape)}; it must return a tensor of x's shape"
+        )
+    if out.device != x.device:
+        raise ValueError(
+            f"the {what} function returned a tensor on {out.device}, x is on {x.device}"
+        )
+    if out.dtype != x.dtype:
+        if not out.dtype.is_floating_point:
+            raise TypeError(f"the {what} function returned dtype {out.dtype}; it must be floating")
+        out = out.to(x.dtype)
+    return out
 
 
 def check_finite_positive(name: str, value: float) -> float:

@@ -24,6 +24,13 @@ import torch
 
 from scoresde import metrics
 from scoresde.adapters import Score
+from scoresde.checks import (
+    MAX_STEPS,
+    check_device,
+    check_positive_int,
+    check_sampling_dtype,
+    check_seed,
+)
 from scoresde.grids import GRIDS
 from scoresde.model import load_model
 from scoresde.output_dir import atomic_write, check_output_dir
@@ -120,7 +127,7 @@ class SolverSpec:
     def build(self, **extra: Any) -> Solver:
         try:
             return registry.get(self.name, **dict(self.options), **extra)
-        except TypeError as err:  # an option the solver's constructor does not take
+        except (TypeError, ValueError) as err:  # an unknown option or a value out of range
             raise ValueError(f"solver {self.label!r}: {err}") from None
 
 
@@ -148,8 +155,8 @@ def steps_for_budget(solver: Solver, budget: int) -> int:
 def _check_budgets(nfe: Iterable[Any]) -> list[int]:
     out = []
     for b in nfe:
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise ValueError(f"NFE budgets must be positive integers, got {b!r}")
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_STEPS:
+            raise ValueError(f"NFE budgets must be integers in [1, {MAX_STEPS:,}], got {b!r}")
         out.append(b)
     if not out:
         raise ValueError("give at least one NFE budget")
@@ -198,11 +205,14 @@ def compare(
     the distance between two reference runs with different seeds.
     """
     budgets = _check_budgets(nfe)
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    solvers = [solvers] if isinstance(solvers, str) else list(solvers)
     specs = [SolverSpec.parse(text) for text in solvers]
     solver_objs = {spec: spec.build() for spec in specs}  # unknown names and options fail here
-    if samples < 2:
-        raise ValueError(f"samples must be an integer >= 2, got {samples}")
-    dev = torch.device(device)
+    samples = check_positive_int("samples", samples, minimum=2, maximum=10**7)
+    seed = check_seed("seed", seed)
+    dtype = check_sampling_dtype(dtype)
+    dev = check_device("device", device)
     records: list[Record] = []
     for target in [model] if model is not None else targets:
         sde, score, g, event_shape = _problem(target, schedule, model)

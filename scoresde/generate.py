@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from scoresde.checks import check_positive_int
+from scoresde.checks import (
+    MAX_STEPS,
+    check_device,
+    check_positive_int,
+    check_sampling_dtype,
+    check_seed,
+)
 from scoresde.indexed_noise import IndexedNoise
 from scoresde.model import ModelSpec
 from scoresde.output_dir import atomic_write, check_output_dir
@@ -45,6 +51,7 @@ from scoresde.solvers import registry
 from scoresde.solvers.base import Solver
 
 RUN_FILE, MANIFEST = "run.json", "manifest.json"
+MAX_SHARDS = 100_000  # the resume check and the manifest visit every shard
 
 
 class RunMismatchError(ValueError):
@@ -210,10 +217,17 @@ def generate(
             is not keyed by sample) and solvers that couple a batch (``pc`` with batch norms).
         seed: with the sample index, the only source of randomness.
     """
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"spec must be a ModelSpec (scoresde.model.load_model), got {spec!r:.60}")
     num = check_positive_int("num", num)
     batch_size = check_positive_int("batch_size", batch_size)
     shard_size = check_positive_int("shard_size", shard_size)
-    steps = check_positive_int("steps", steps)
+    if -(-num // shard_size) > MAX_SHARDS:
+        raise ValueError(
+            f"num / shard_size = {-(-num // shard_size):,} shards; at most {MAX_SHARDS:,} "
+            "per run: raise shard_size"
+        )
+    steps = check_positive_int("steps", steps, maximum=MAX_STEPS)
     solver_obj = registry.get(solver)
     if solver_obj.name == "torchsde":
         raise ValueError("solver torchsde draws from a Brownian tree, not per sample; pick another")
@@ -222,8 +236,10 @@ def generate(
             f"solver {solver_obj.describe()} couples the samples of a batch (batch-mean norms), "
             "so samples would depend on the batch size; use PredictorCorrector(norms='sample')"
         )
+    seed = check_seed("seed", seed)
+    dtype = check_sampling_dtype(dtype)
+    device = check_device("device", device)
     out = check_output_dir(out)
-    device = torch.device(device)
     rank, world = _dist()
     shape = tuple(spec.shape)
     identity = {
@@ -241,7 +257,7 @@ def generate(
     }
     _claim_run(out, identity, rank)
     n_shards = -(-num // shard_size)
-    mine = [k for k in range(n_shards) if k % world == rank]
+    mine = range(rank, n_shards, world)
     checksums = _manifest_checksums(out)
     todo = []
     for k in mine:

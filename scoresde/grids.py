@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.checks import check_positive_int, check_times
+from scoresde.checks import MAX_STEPS, check_positive_int, check_times
 from scoresde.sde import SDE
 
 GridRule = Callable[[SDE, int, float], Tensor]
@@ -97,7 +97,7 @@ def make_time_grid(
     else:
         if time_grid not in GRIDS:
             raise ValueError(f"unknown time_grid {time_grid!r}; known: {', '.join(GRIDS)}")
-        steps = check_positive_int("steps", steps)
+        steps = check_positive_int("steps", steps, maximum=MAX_STEPS)
         if not (0.0 < float(eps) < sde.T):
             raise ValueError(f"eps must lie in (0, T) = (0, {sde.T:g}), got {eps}")
         t = GRIDS[time_grid](sde, steps, float(eps))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from scoresde.checks import check_finite_positive, check_positive_int
+from scoresde.checks import check_finite_positive, check_positive_int, check_sampling_dtype
 from scoresde.ode import ODEResult, State, dopri5, solve_ivp_scipy
 from scoresde.sde import SDE
 from scoresde.solvers.probability_flow import probability_flow_rhs, velocity_at
@@ -164,8 +164,9 @@ def _check_inputs(score: ScoreFn, x: Tensor, eps: float, sde: SDE, generator) ->
         raise ValueError(
             f"x must be a (B, ...) tensor with at least one data dimension, got {shape}"
         )
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    check_sampling_dtype(x.dtype, "x's dtype")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or Inf")
     if not (0 < eps < sde.T):
         raise ValueError(f"eps must lie in (0, {sde.T:g}), got {eps}")
     if generator is not None and torch.device(generator.device).type != x.device.type:

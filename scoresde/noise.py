@@ -39,7 +39,7 @@ class GaussianNoise:
 
     def __init__(self, like: Tensor, generator: torch.Generator) -> None:
         self.generator = generator
-        self._buf = torch.empty_like(like)
+        self._buf = torch.empty(like.shape, dtype=like.dtype, device=like.device)  # contiguous
 
     def __call__(self, t: float, t_next: float) -> Tensor:
         return torch.randn(self._buf.shape, generator=self.generator, out=self._buf)

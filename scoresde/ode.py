@@ -256,8 +256,16 @@ def solve_ivp_scipy(
     def flatten(y: State) -> np.ndarray:
         return torch.cat([v.detach().reshape(-1).to("cpu", torch.float64) for v in y]).numpy()
 
+    non_finite: list[float] = []
+
+    def rhs(t: float, v: np.ndarray) -> np.ndarray:
+        out = flatten(func(float(t), unflatten(v)))
+        if not non_finite and not np.isfinite(out).all():
+            non_finite.append(float(t))
+        return out
+
     sol = scipy.integrate.solve_ivp(
-        lambda t, v: flatten(func(float(t), unflatten(v))),
+        rhs,
         (t0, t1),
         flatten(y0),
         method="RK45",
@@ -265,6 +273,11 @@ def solve_ivp_scipy(
         atol=atol,
     )
     if not sol.success:
+        if non_finite:
+            raise FloatingPointError(
+                f"scipy solve_ivp failed ({sol.message}): the derivative was NaN/Inf at "
+                f"t = {non_finite[0]:.6g}; check the score function"
+            )
         raise RuntimeError(f"scipy solve_ivp failed: {sol.message}")
     steps = np.abs(np.diff(sol.t)).tolist()
     return ODEResult(unflatten(sol.y[:, -1]), int(sol.nfev), len(steps), 0, steps)

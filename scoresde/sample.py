@@ -11,11 +11,12 @@ import torch
 from torch import Tensor
 
 from scoresde.adapters import Score
+from scoresde.checks import check_output, check_sampling_dtype
 from scoresde.grids import make_time_grid
 from scoresde.noise import NoiseSource, make_noise
 from scoresde.sde import SDE
 from scoresde.solvers import registry
-from scoresde.solvers.base import Run, Solver, StepCallback
+from scoresde.solvers.base import NonFiniteSampleError, Run, Solver, StepCallback
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -55,35 +56,11 @@ class _CountedScore:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         self.count += 1
-        return _checked_output(self.score(x, t), x, "score")
+        return check_output(self.score(x, t), x, "score")
 
     def eps(self, x: Tensor, t: Tensor) -> Tensor:
         self.count += 1
-        return _checked_output(self.score.eps(x, t), x, "score")
-
-
-def _checked_output(out: object, x: Tensor, what: str) -> Tensor:
-    """``out`` as a tensor of x's shape, device and dtype, or a one-line error naming ``what``."""
-    if not isinstance(out, Tensor):
-        raise TypeError(f"the {what} function must return a tensor, got {type(out).__name__}")
-    if out.shape != x.shape:
-        raise ValueError(
-            f"the {what} function returned shape {tuple(out.shape)} for x of shape "
-            f"{tuple(x.shape)}; it must return a tensor of x's shape"
-        )
-    if out.device != x.device:
-        raise ValueError(
-            f"the {what} function returned a tensor on {out.device}, x is on {x.device}"
-        )
-    if out.dtype != x.dtype:
-        if not out.dtype.is_floating_point:
-            raise TypeError(f"the {what} function returned dtype {out.dtype}; it must be floating")
-        out = out.to(x.dtype)
-    return out
-
-
-class NonFiniteSampleError(FloatingPointError):
-    """Raised when NaN or Inf appears during sampling; names the step and time."""
+        return check_output(self.score.eps(x, t), x, "score")
 
 
 def _default_eps(sde: SDE) -> float:
@@ -176,9 +153,7 @@ def sample(
         if device is not None
         else (torch.device(generator.device) if generator is not None else torch.device("cpu"))
     )
-    dtype = dtype or torch.float32
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    dtype = check_sampling_dtype(dtype or torch.float32)
     eps = _default_eps(sde) if eps is None else eps
     grid = make_time_grid(sde, steps, time_grid, eps)
     generator = _make_generator(generator, device)
@@ -187,7 +162,8 @@ def sample(
     if x_T is None:
         x = sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
     else:
-        x = x_T.to(device=device, dtype=dtype)
+        # contiguous: noise is drawn into buffers shaped like x, so strides must not matter
+        x = x_T.to(device=device, dtype=dtype).contiguous()
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x_T contains NaN or Inf")
 

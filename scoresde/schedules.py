@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.checks import as_time_tensor, check_times
+from scoresde.checks import as_float, as_time_tensor, check_times
 
 T_MAX = 1.0
 
@@ -113,7 +113,7 @@ class LinearSchedule(NoiseSchedule):
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
-        beta_min, beta_max = float(beta_min), float(beta_max)
+        beta_min, beta_max = as_float("beta_min", beta_min), as_float("beta_max", beta_max)
         if not (math.isfinite(beta_min) and beta_min >= 0):
             raise ValueError(f"beta_min must be a finite number >= 0, got {beta_min}")
         if not (math.isfinite(beta_max) and beta_max > beta_min):
@@ -155,12 +155,12 @@ class CosineSchedule(NoiseSchedule):
     """
 
     def __init__(self, s: float = 0.008, max_beta: float = 100.0) -> None:
-        s = float(s)
+        s = as_float("s", s)
         if not (math.isfinite(s) and s >= 0):
             raise ValueError(f"s must be a finite number >= 0, got {s}")
         if not (max_beta > 0):
             raise ValueError(f"max_beta must be > 0 (math.inf for no cap), got {max_beta}")
-        self.s, self.max_beta = s, float(max_beta)
+        self.s, self.max_beta = s, as_float("max_beta", max_beta)
         self._log_f0 = 2 * math.log(math.cos(s / (1 + s) * math.pi / 2))
         if math.isinf(self.max_beta):
             self.t_cap = self.T

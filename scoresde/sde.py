@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.checks import as_time_tensor, broadcast_time, check_times
+from scoresde.checks import as_float, as_time_tensor, broadcast_time, check_times
 from scoresde.schedules import LinearSchedule, NoiseSchedule
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -215,7 +215,7 @@ class VESDE(SDE):
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0) -> None:
-        sigma_min, sigma_max = float(sigma_min), float(sigma_max)
+        sigma_min, sigma_max = as_float("sigma_min", sigma_min), as_float("sigma_max", sigma_max)
         if not (math.isfinite(sigma_min) and sigma_min > 0):
             raise ValueError(f"sigma_min must be a finite number > 0, got {sigma_min}")
         if not (math.isfinite(sigma_max) and sigma_max > sigma_min):

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from scoresde.brownian_memory import BrownianMemory
 from scoresde.checks import broadcast_time, check_finite_positive, check_positive_int
-from scoresde.solvers.base import Run, Solver, StepCallback, tweedie_step
+from scoresde.solvers.base import NonFiniteSampleError, Run, Solver, StepCallback, tweedie_step
 
 
 class GottaGoFast(Solver):
@@ -118,11 +118,17 @@ class GottaGoFast(Solver):
         rejected = torch.zeros_like(accepted)
         iterations = 0
         path = BrownianMemory(-t, x, run.noise.normal)  # W on s = -t, increasing as t falls
+        non_finite = torch.zeros((), dtype=torch.bool, device=x.device)
         while True:
             active = t > eps
             need = active & stale
             # the host reads of an iteration, back to back so the device queue drains once:
-            # the memory's fill and the rows the score is called on
+            # a non-finite error norm, the memory's fill and the rows the score is called on
+            if bool(non_finite):
+                raise NonFiniteSampleError(
+                    f"adaptive_sde: NaN/Inf in the drift at iteration {iterations} (t between "
+                    f"{float(t.min()):.6g} and {float(t.max()):.6g}); check the score function"
+                )
             path.reserve(int(path.count.max()))
             index = active.nonzero()[:, 0]
             if index.numel() == 0:
@@ -149,6 +155,7 @@ class GottaGoFast(Solver):
             delta = torch.maximum(x1.abs(), x_prev.abs()).mul_(self.rtol).clamp_min_(self.atol)
             # RMS over each sample's own elements: (B, -1) also for samples of shape (B,)
             err = ((x1 - x2) / delta).reshape(b, -1).pow(2).mean(dim=1).sqrt()
+            non_finite = (~torch.isfinite(err) & active).any()
             ok = (err <= 1) & active
             okx = broadcast_time(ok, x)
             x = torch.where(okx, x2, x)

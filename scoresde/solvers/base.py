@@ -52,6 +52,10 @@ class Run:
         return k == self.steps - 1
 
 
+class NonFiniteSampleError(FloatingPointError):
+    """Raised when NaN or Inf appears during sampling; names the step and time."""
+
+
 def affine(x: Tensor, s: Tensor, a: float, b: float) -> Tensor:
     """a x + b s in two kernels, into a new tensor (neither x nor s is modified)."""
     return s.mul(b).add_(x, alpha=a)

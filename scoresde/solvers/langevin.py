@@ -53,6 +53,8 @@ class LangevinCorrector:
         self, snr: float = 0.16, steps: int = 1, alpha: str = "step", norms: str = "batch"
     ) -> None:
         self.snr = check_finite_positive("snr", snr)
+        if self.snr > 1:  # e = 2 alpha snr^2 v: past snr = 1 the step exceeds Langevin's limit 2v
+            raise ValueError(f"snr must lie in (0, 1] (Langevin's stability limit), got {snr}")
         self.steps = check_positive_int("corrector_steps", steps)
         if alpha not in self.ALPHAS:
             raise ValueError(f"alpha must be one of {self.ALPHAS}, got {alpha!r}")
@@ -173,6 +175,11 @@ class AnnealedLangevin(Solver):
         self.steps_per_level = check_positive_int("steps_per_level", steps_per_level)
         self.step_size = check_finite_positive("step_size", step_size)
         self.sigma_ref = check_finite_positive("sigma_ref", sigma_ref)
+        if self.step_size > 2 * self.sigma_ref**2:  # e_i > 2 s_i^2: unstable on narrow modes
+            raise ValueError(
+                f"step_size must be <= 2 sigma_ref^2 = {2 * self.sigma_ref**2:g} (Langevin's "
+                f"stability limit e_i <= 2 s_i^2), got {step_size}"
+            )
 
     def planned_nfe(self, steps: int) -> int:
         return steps * self.steps_per_level + 1

@@ -112,7 +112,9 @@ class _AdaptiveODE(Solver):
         sde, velocity = run.sde, probability_flow_rhs(run.score, run.sde, x)
         res = self.integrator(velocity, (x,), sde.T, run.eps, rtol=self.rtol, atol=self.atol)
         run.stats.update(
-            ode_steps=res.accepted, rejected_steps=res.rejected, min_step=min(res.step_sizes)
+            ode_steps=res.accepted,
+            rejected_steps=res.rejected,
+            min_step=min(res.step_sizes, default=0.0),
         )
         x = res.y[0]
         if callback is not None and run.steps > 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -32,4 +33,17 @@ def get(solver: str | Solver, **options: Any) -> Solver:
         return solver
     if not isinstance(solver, str) or solver not in _REGISTRY:
         raise ValueError(f"unknown solver {solver!r}; known solvers: {', '.join(available())}")
-    return _REGISTRY[solver](**options)
+    factory = _REGISTRY[solver]
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            allowed = ", ".join(params) or "none"
+            raise ValueError(
+                f"solver {solver!r} has no option {', '.join(map(repr, unknown))}; "
+                f"its options: {allowed}"
+            )
+    return factory(**options)
