@@ -152,6 +152,19 @@ def steps_for_budget(solver: Solver, budget: int) -> int:
     return steps
 
 
+def _names(name: str, value: Any) -> list[str]:
+    """A list of names from one name or an iterable of them."""
+    if isinstance(value, str):
+        return [value]
+    try:
+        names = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a name or a list of names, got {value!r}") from None
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{name} must be a non-empty list of names, got {value!r}")
+    return names
+
+
 def _check_budgets(nfe: Iterable[Any]) -> list[int]:
     out = []
     for b in nfe:
@@ -205,8 +218,7 @@ def compare(
     the distance between two reference runs with different seeds.
     """
     budgets = _check_budgets(nfe)
-    targets = [targets] if isinstance(targets, str) else list(targets)
-    solvers = [solvers] if isinstance(solvers, str) else list(solvers)
+    targets, solvers = _names("targets", targets), _names("solvers", solvers)
     specs = [SolverSpec.parse(text) for text in solvers]
     solver_objs = {spec: spec.build() for spec in specs}  # unknown names and options fail here
     samples = check_positive_int("samples", samples, minimum=2, maximum=10**7)
