@@ -124,7 +124,7 @@ def test_no_inf_at_t_zero():
 def test_network_shape_and_dtype_policy():
     sde = sd.VPSDE()
     bad = sd.score_from_eps(lambda x, t: x[:, :1], sde)
-    with pytest.raises(ValueError, match="must return a tensor of the input's shape"):
+    with pytest.raises(ValueError, match="must return a tensor of x's shape"):
         bad(torch.zeros(2, 3), torch.full((2,), 0.5))
     half = sd.score_from_eps(lambda x, t: x.to(torch.bfloat16), sde)
     assert half(torch.ones(2, 3), torch.full((2,), 0.5)).dtype == torch.float32

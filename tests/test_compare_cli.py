@@ -76,10 +76,10 @@ def test_same_seed_same_metrics():
         (["--solvers", "ddim:grid=spiral"], "grid='spiral' in 'ddim:grid=spiral'; known: uniform"),
         (["--solvers", "ddim:order=2"], "solver 'ddim:order=2':"),
         (["--target", "moon"], "unknown target 'moon'"),
-        (["--nfe", "0"], "NFE budgets must be positive integers"),
+        (["--nfe", "0"], "NFE budgets must be integers in [1, 1,000,000]"),
         (["--out", "/proc/forbidden"], "not a writable directory"),
         (["--model", "no_such_module_xyz:build"], "cannot import module"),
-        (["--model", "tests/bad_model.py:build"], "must return a tensor of the input's shape"),
+        (["--model", "tests/bad_model.py:build"], "must return a tensor of x's shape"),
     ],
 )
 def test_bad_input_one_line_error(args, message, capsys):
