@@ -63,3 +63,21 @@ def test_likelihood_on_cuda_matches_cpu():
     gpu = sd.log_likelihood(score, sde, x.cuda(), rtol=1e-6, atol=1e-6)
     assert gpu.log_prob.device.type == "cuda"
     torch.testing.assert_close(gpu.log_prob.cpu(), cpu.log_prob, atol=1e-6, rtol=0)
+
+
+def test_generator_on_cpu_for_cuda_samples_is_refused():
+    with pytest.raises(ValueError, match="generator is on cpu"):
+        sd.sample(lambda x, t: -x, sd.VPSDE(), (4, 2), device="cuda", generator=torch.Generator())
+
+
+@pytest.mark.parametrize("solver", ["ddim", "dpm_solver++", "edm_heun", "ode_heun"])
+def test_cuda_matches_cpu_for_deterministic_solvers(solver):
+    """A deterministic solver from the same x_T gives the same samples on both (float64)."""
+    g, sde = mixture_2d(), sd.VPSDE()
+    x_T = sde.prior_sample((256, 2), generator=torch.Generator().manual_seed(0)).double()
+    score = lambda x, t: g.score(x, t, sde)  # noqa: E731
+    opts = {"steps": 20, "denoise": True}
+    cpu = sd.sample(score, sde, x_T=x_T, solver=solver, generator=torch.Generator(), **opts)
+    gpu = sd.sample(score, sde, x_T=x_T.cuda(), solver=solver,
+                    generator=torch.Generator(device="cuda"), **opts)  # fmt: skip
+    torch.testing.assert_close(gpu.samples.cpu(), cpu.samples, rtol=1e-9, atol=1e-9)
