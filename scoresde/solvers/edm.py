@@ -36,7 +36,6 @@ import torch
 from torch import Tensor
 
 from scoresde.checks import check_finite_positive
-from scoresde.sde import VPSDE, SubVPSDE
 from scoresde.solvers.base import Run, Solver
 from scoresde.solvers.exponential import _Predictor
 
@@ -51,6 +50,14 @@ class _Level:
     t_eval: Tensor  # (B,) time at which D(.; sigma^) is evaluated
     m_eval: float  # network input = m_eval x~
     s_eval: float  # s(t_eval), for eps from a plain score
+
+
+def _m_above(sig_hat: float, m_T: float, s_T: float) -> float:
+    """Input scale for sigma^ > sigma(T): where m^2 + s^2 = 1 (VP), the m of that level,
+    1/sqrt(1 + sigma^^2) (k-diffusion's c_in); otherwise m(T)."""
+    if abs(m_T * m_T + s_T * s_T - 1) < 1e-9:
+        return 1 / math.sqrt(1 + sig_hat**2)
+    return m_T
 
 
 class EDMHeun(Solver):
@@ -98,9 +105,7 @@ class EDMHeun(Solver):
             if sig_hat == sig[k]:
                 level = _Level(m[k], sig[k], sig[k], run.t[k], m[k], sig[k] * m[k])
             elif sig_hat >= s_T / m_T:  # above the SDE's range: k-diffusion's convention
-                level = _Level(
-                    m[k], sig[k], sig_hat, run.t[0], self._m_above(sde, sig_hat, m_T), s_T
-                )
+                level = _Level(m[k], sig[k], sig_hat, run.t[0], _m_above(sig_hat, m_T, s_T), s_T)
             else:
                 lam_hat = torch.tensor(-2 * math.log(sig_hat), dtype=torch.float64)
                 th = float(sde._t_from_log_snr(lam_hat))
@@ -108,14 +113,6 @@ class EDMHeun(Solver):
                 level = _Level(m[k], sig[k], sh / mh, run.t[k].new_full(run.t[k].shape, th), mh, sh)
             levels.append(level)
         return levels, sig, m, _Predictor(run)
-
-    @staticmethod
-    def _m_above(sde, sig_hat: float, m_T: float) -> float:
-        """Input scale for sigma^ > sigma(T): VP's m = 1/sqrt(1 + sigma^2) (k-diffusion's c_in),
-        else m(T)."""
-        if isinstance(sde, VPSDE) and not isinstance(sde, SubVPSDE):
-            return 1 / math.sqrt(1 + sig_hat**2)
-        return m_T
 
     def _eps(self, xs: Tensor, t: Tensor, m_eval: float, s_eval: float, predict) -> Tensor:
         """eps_hat = (x~ - D(x~; sigma)) / sigma, from the network at input m_eval x~."""
