@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor
 
+MAX_STEPS = 10**6  # a grid and its per-step time rows are built up front: bound the memory
+
 
 def check_positive_int(
     name: str, value: object, minimum: int = 1, maximum: int | None = None
@@ -23,9 +25,6 @@ def check_positive_int(
     if value < minimum or (maximum is not None and value > maximum):
         raise ValueError(f"{name} must be an integer {allowed}, got {value}")
     return value
-
-
-MAX_STEPS = 10**6  # a grid and its per-step time rows are built up front: bound the memory
 
 
 def as_float(name: str, value: object) -> float:

@@ -129,3 +129,19 @@ def test_network_shape_and_dtype_policy():
     half = sd.score_from_eps(lambda x, t: x.to(torch.bfloat16), sde)
     assert half(torch.ones(2, 3), torch.full((2,), 0.5)).dtype == torch.float32
     assert math.isfinite(half(torch.ones(2, 3), torch.full((2,), 0.5)).sum().item())
+
+
+def test_adapter_unwraps_an_output_object_with_sample():
+    """diffusers' models return an output object whose ``.sample`` is the prediction."""
+
+    class Output:
+        def __init__(self, sample):
+            self.sample = sample
+
+    sde = sd.VPSDE()
+    x, t = torch.randn(3, 2), torch.full((3,), 0.4)
+    plain = sd.score_from_eps(lambda x, t: 0.5 * x, sde)
+    wrapped = sd.score_from_eps(lambda x, t: Output(0.5 * x), sde)
+    torch.testing.assert_close(wrapped(x, t), plain(x, t))
+    with pytest.raises(TypeError, match="must return a tensor"):
+        sd.score_from_eps(lambda x, t: object(), sde)(x, t)
