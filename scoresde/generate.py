@@ -93,19 +93,20 @@ def load_shard(path: Path, start: int, stop: int, shape: tuple[int, ...]) -> np.
     return samples
 
 
-def model_fingerprint(spec: ModelSpec) -> str:
+def model_fingerprint(spec: ModelSpec, device: str | torch.device = "cpu") -> str:
     """SHA-256 of what identifies the model: its output on a fixed probe input, plus every
     parameter and buffer when the network is an ``nn.Module``.
 
-    The probe is x = sin(1 + k) over the (2, *shape) elements, at t = (0.3, 0.7), on the CPU in
-    float32; its output is rounded to 4 significant digits of its largest entry, so the
-    fingerprint survives the last-bit differences of another BLAS but not new weights.
+    The probe is x = sin(1 + k) over the (2, *shape) elements, at t = (0.3, 0.7), in float32
+    on ``device`` (where the model runs); its output is rounded to 4 significant digits of its
+    largest entry, so the fingerprint survives the last-bit differences of another device or
+    BLAS but not new weights.
     """
     h = hashlib.sha256()
     shape = (2, *spec.shape)
     x = torch.sin(1.0 + torch.arange(math.prod(shape), dtype=torch.float32)).reshape(shape)
     with torch.no_grad():
-        out = spec.score(x, torch.tensor([0.3, 0.7])).double()
+        out = spec.score(x.to(device), torch.tensor([0.3, 0.7], device=device)).double().cpu()
     scale = float(out.abs().max()) or 1.0
     h.update(np.round(out.numpy() / scale * 1e4).astype(np.int64).tobytes())
     net = getattr(spec.score, "net", None)
@@ -222,10 +223,11 @@ def generate(
     num = check_positive_int("num", num)
     batch_size = check_positive_int("batch_size", batch_size)
     shard_size = check_positive_int("shard_size", shard_size)
-    if -(-num // shard_size) > MAX_SHARDS:
+    n_shards = -(-num // shard_size)
+    if n_shards > MAX_SHARDS:
         raise ValueError(
-            f"num / shard_size = {-(-num // shard_size):,} shards; at most {MAX_SHARDS:,} "
-            "per run: raise shard_size"
+            f"num / shard_size = {n_shards:,} shards; at most {MAX_SHARDS:,} per run: "
+            "raise shard_size"
         )
     steps = check_positive_int("steps", steps, maximum=MAX_STEPS)
     solver_obj = registry.get(solver)
@@ -244,7 +246,7 @@ def generate(
     shape = tuple(spec.shape)
     identity = {
         "model": model_name,
-        "model_fingerprint": model_fingerprint(spec),
+        "model_fingerprint": model_fingerprint(spec, device),
         "solver": solver_obj.describe(),
         "steps": steps,
         "time_grid": time_grid,
@@ -256,7 +258,6 @@ def generate(
         "sde": repr(spec.sde),
     }
     _claim_run(out, identity, rank)
-    n_shards = -(-num // shard_size)
     mine = range(rank, n_shards, world)
     checksums = _manifest_checksums(out)
     todo = []

@@ -81,3 +81,15 @@ def test_cuda_matches_cpu_for_deterministic_solvers(solver):
     gpu = sd.sample(score, sde, x_T=x_T.cuda(), solver=solver,
                     generator=torch.Generator(device="cuda"), **opts)  # fmt: skip
     torch.testing.assert_close(gpu.samples.cpu(), cpu.samples, rtol=1e-9, atol=1e-9)
+
+
+def test_generate_with_a_model_on_cuda(tmp_path):
+    """The fingerprint probe runs where the model lives."""
+    from scoresde.generate import generate, read_samples
+    from scoresde.model import ModelSpec
+
+    net = torch.nn.Linear(2, 2).cuda()
+    sde = sd.VPSDE()
+    spec = ModelSpec(sd.score_from_eps(lambda x, t: net(x), sde), sde, (2,))
+    generate(spec, tmp_path, num=8, steps=5, device="cuda", progress=False)
+    assert read_samples(tmp_path).shape == (8, 2)
