@@ -91,18 +91,22 @@ class Mixture1D:
         return (x[..., None] - self.mu[..., None, :]) / self.sd[..., None, :]
 
     def cdf(self, x: Tensor) -> Tensor:
-        return (self.w * _normal_cdf(self._z(x))).sum(-1)
+        return (self.w * torch.special.ndtr(self._z(x))).sum(-1)
 
     def pdf(self, x: Tensor) -> Tensor:
         return (self.w * _normal_pdf(self._z(x)) / self.sd[..., None, :]).sum(-1)
 
     def integral_cdf(self, x: Tensor) -> Tensor:
         z = self._z(x)
-        return (self.w * self.sd[..., None, :] * (z * _normal_cdf(z) + _normal_pdf(z))).sum(-1)
+        return (self.w * self.sd[..., None, :] * (z * torch.special.ndtr(z) + _normal_pdf(z))).sum(
+            -1
+        )
 
     def integral_survival(self, x: Tensor) -> Tensor:
         z = self._z(x)
-        return (self.w * self.sd[..., None, :] * (_normal_pdf(z) - z * _normal_cdf(-z))).sum(-1)
+        return (self.w * self.sd[..., None, :] * (_normal_pdf(z) - z * torch.special.ndtr(-z))).sum(
+            -1
+        )
 
     def quantile(self, p: Tensor, iterations: int = 64) -> Tensor:
         lo = torch.full_like(p, float((self.mu - 12 * self.sd).min()))
@@ -112,10 +116,6 @@ class Mixture1D:
             below = self.cdf(mid) < p
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
         return (lo + hi) / 2
-
-
-def _normal_cdf(z: Tensor) -> Tensor:
-    return 0.5 * torch.special.erfc(-z / math.sqrt(2))
 
 
 def _normal_pdf(z: Tensor) -> Tensor:
@@ -139,16 +139,15 @@ def wasserstein_1d_exact(samples: Tensor, law: Mixture1D, newton: int = 40) -> T
     c = (torch.arange(1, n, dtype=torch.float64) / n).expand_as(a)
     f_x, g_x = law.cdf(x), law.integral_cdf(x)
     f_a, f_b, g_a, g_b = f_x[..., :-1], f_x[..., 1:], g_x[..., :-1], g_x[..., 1:]
-    rise = f_b - f_a
-    flat = (f_a < c).to(torch.float64)  # F flat (plateaus, tails): q at the far end if F < c
-    frac = torch.where(rise > 0, (c - f_a) / rise.clamp_min(1e-300), flat).clamp(0.0, 1.0)
-    q = a + frac * (b - a)  # where F crosses c (an end of [a, b] if it does not)
+    # without a crossing inside [a, b], F >= c throughout (q = a) or F < c throughout (q = b)
+    q = torch.where(f_a >= c, a, b)
     # only intervals where F crosses c need a root (typically O(sqrt(n)) of the n - 1)
     sel = ((f_a < c) & (c < f_b)).nonzero(as_tuple=True)
     lead = sel[:-1]  # which law each selected interval belongs to
     sub = Mixture1D(law.w, law.mu[lead], law.sd[lead]) if lead else law
     shape = (-1, 1) if lead else (-1,)
-    qs, lo, hi, cs = q[sel], a[sel], b[sel], c[sel]
+    lo, hi, cs, fa = a[sel], b[sel], c[sel], f_a[sel]
+    qs = lo + (cs - fa) / (f_b[sel] - fa) * (hi - lo)  # start: F linear across [a, b]
     for _ in range(newton):  # safeguarded Newton: F(lo) < c <= F(hi); bisect off-bracket
         gap = sub.cdf(qs.reshape(shape)).reshape(-1) - cs
         lo, hi = torch.where(gap < 0, qs, lo), torch.where(gap >= 0, qs, hi)
