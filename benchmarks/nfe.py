@@ -21,7 +21,7 @@ import time
 import torch
 
 import scoresde as sd
-from scoresde.comparison import steps_for_budget
+from scoresde.evaluation import steps_for_budget
 from scoresde.metrics import sliced_wasserstein
 from scoresde.targets import mixture_2d, mixture_8d
 

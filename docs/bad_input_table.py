@@ -13,7 +13,7 @@ import tempfile
 import torch
 
 import scoresde as sd
-from scoresde.comparison import compare
+from scoresde.evaluation import compare
 from scoresde.generate import generate
 from scoresde.likelihood import log_likelihood
 from scoresde.model import ModelSpec

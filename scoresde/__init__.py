@@ -1,6 +1,6 @@
 """scoresde: sample score-based diffusion models by integrating continuous-time SDEs and ODEs."""
 
-from scoresde import ddpm, grids, metrics, ode, solvers, targets
+from scoresde import ddpm, evaluation, grids, metrics, ode, solvers, targets
 from scoresde.adapters import (
     Score,
     continuous_time,
@@ -13,7 +13,7 @@ from scoresde.adapters import (
     x0_from_score,
 )
 from scoresde.brownian_memory import BrownianMemory
-from scoresde.comparison import compare
+from scoresde.evaluation import compare
 from scoresde.grids import make_time_grid
 from scoresde.likelihood import (
     LikelihoodResult,
@@ -62,6 +62,7 @@ __all__ = [
     "discrete_index",
     "encode",
     "eps_from_score",
+    "evaluation",
     "grids",
     "log_likelihood",
     "make_time_grid",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from scoresde import comparison as cmp
+from scoresde import evaluation as cmp
 from scoresde.output_dir import check_output_dir
 from scoresde.solvers import registry
 
@@ -41,6 +41,14 @@ def _int_list(text: str) -> list[int]:
     return out
 
 
+def _reference(text: str) -> tuple[str, int]:
+    name, _, count = text.rpartition(":")
+    try:
+        return name, int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected solver:count, got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scoresde", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -63,13 +71,38 @@ def _parser() -> argparse.ArgumentParser:
         "--nfe",
         type=_int_list,
         default=list(cmp.DEFAULT_BUDGETS),
-        help="comma-separated score-evaluation budgets (default 10,20,50,100,250,1000)",
+        help="comma-separated score-evaluation budgets (default 10,20,50,100,200,500)",
     )
     c.add_argument("--schedule", default="linear", choices=sorted(cmp.SCHEDULES))
     c.add_argument(
         "--time-grid", default="uniform", choices=["uniform", "quadratic", "logsnr", "karras"]
     )
-    c.add_argument("--samples", type=int, default=4000, help="samples per run (default 4000)")
+    c.add_argument("--samples", type=int, default=500, help="samples per replicate (default 500)")
+    c.add_argument(
+        "--replicates",
+        type=int,
+        default=10,
+        help="independent replicates; metrics are mean ± standard error over them (default 10)",
+    )
+    c.add_argument(
+        "--alpha",
+        type=float,
+        default=cmp.compare.__kwdefaults__["alpha"],
+        help="level of the paired test that decides 'at the floor' (default 0.01)",
+    )
+    c.add_argument(
+        "--reference",
+        type=_reference,
+        default=("ode_heun", 1000),
+        help="with --model: solver:NFE of the converged ODE reference (default ode_heun:1000)",
+    )
+    c.add_argument(
+        "--sde-reference",
+        type=_reference,
+        default=cmp.compare.__kwdefaults__["sde_reference"],
+        help="solver:steps of the reverse-SDE reference on the same Brownian path "
+        "(default euler_maruyama:4000)",
+    )
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="cpu")
     c.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
@@ -210,10 +243,14 @@ def _compare(args: argparse.Namespace) -> int:
             schedule=args.schedule,
             time_grid=args.time_grid,
             samples=args.samples,
+            replicates=args.replicates,
             seed=args.seed,
             device=args.device,
             dtype=DTYPES[args.dtype],
             model=args.model,
+            reference=args.reference,
+            sde_reference=args.sde_reference,
+            alpha=args.alpha,
             progress=progress,
         )
     finally:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from scoresde.adapters import Score
-from scoresde.comparison import SCHEDULES
+from scoresde.evaluation import SCHEDULES
 from scoresde.likelihood import log_likelihood
 from scoresde.sde import VPSDE
 from scoresde.targets import TARGETS

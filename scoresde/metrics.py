@@ -173,6 +173,20 @@ def sliced_wasserstein_exact(
     return float(wasserstein_1d_exact((xf @ u).T, Mixture1D.projection(target, u)).mean())
 
 
+def sliced_wasserstein_exact_replicates(
+    x: Tensor, target: GaussianMixture, projections: int = 64, seed: int = 0
+) -> Tensor:
+    """``sliced_wasserstein_exact`` of each replicate of x (R, n, ...) at once, on the same
+    directions for every replicate; returns (R,)."""
+    r, n = x.shape[:2]
+    xf = x.reshape(r, n, -1).to(torch.float64)
+    u = torch.randn(xf.shape[-1], projections, generator=_seeded(seed), dtype=torch.float64)
+    u = u / u.norm(dim=0, keepdim=True)
+    law = Mixture1D.projection(target, u)  # (P, K) laws, one per direction
+    law = Mixture1D(law.w, law.mu.expand(r, *law.mu.shape), law.sd.expand(r, *law.sd.shape))
+    return wasserstein_1d_exact((xf @ u).transpose(1, 2), law).mean(-1)
+
+
 def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 256, seed: int = 0) -> float:
     """SW1 between two samples, averaged over ``projections`` random unit directions."""
     x, y = _flat(x), _flat(y)
@@ -237,6 +251,39 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None, seed: int = 0)
     return float(sxx + syy - 2 * kxy.mean())
 
 
+def mmd_to_target(x: Tensor, target: GaussianMixture, bandwidth: float) -> float:
+    """Unbiased MMD^2 between the sample x (n, d) and the target law p itself (RBF kernel
+    k(a, b) = exp(-|a - b|^2 / (2 h^2))), with p's kernel expectations in closed form:
+
+        MMD^2 = mean_{i != j} k(x_i, x_j) - 2 mean_i E_y k(x_i, y) + E_{y, y'} k(y, y'),
+        E_y k(x, y)     = sum_k w_k h^d det(C_k)^(-1/2) exp(-1/2 (x - mu_k)' C_k^-1 (x - mu_k)),
+                          C_k = Sigma_k + h^2 I
+        E_{y,y'} k      = sum_{k,l} w_k w_l h^d det(C_kl)^(-1/2)
+                          exp(-1/2 (mu_k - mu_l)' C_kl^-1 (mu_k - mu_l)),
+                          C_kl = Sigma_k + Sigma_l + h^2 I
+
+    (k is (2 pi h^2)^(d/2) times the N(a; b, h^2 I) density, and Gaussians convolve). Only the
+    first term is random, so the estimate can be negative; its expectation is exactly MMD^2.
+    At most MMD_MAX_POINTS points of x are used (the first ones)."""
+    xf = _flat(x)[:MMD_MAX_POINTS]
+    n, d, h2 = xf.shape[0], target.dim, float(bandwidth) ** 2
+    if n < 2:
+        raise ValueError("MMD^2 needs at least 2 samples")
+    kxx = torch.exp(-torch.cdist(xf, xf).pow(2) / (2 * h2))
+    within = (kxx.sum() - n) / (n * (n - 1))
+    eye, cov = torch.eye(d, dtype=torch.float64), target.covariances
+    mu, w = target.means, target.weights
+
+    def gauss_mass(diff: Tensor, c: Tensor) -> Tensor:  # h^d det(c)^-1/2 exp(-1/2 diff' c^-1 diff)
+        sol = torch.linalg.solve(c, diff.unsqueeze(-1)).squeeze(-1)
+        return h2 ** (d / 2) * torch.exp(-0.5 * (diff * sol).sum(-1) - 0.5 * torch.logdet(c))
+
+    cross = (w * gauss_mass(xf[:, None, :] - mu, cov + h2 * eye)).sum(-1).mean()
+    c_kl = cov[:, None] + cov[None, :] + h2 * eye
+    both = (w[:, None] * w[None, :] * gauss_mass(mu[:, None] - mu[None, :], c_kl)).sum()
+    return float(within - 2 * cross + both)
+
+
 def mean_error(x: Tensor, target: GaussianMixture) -> float:
     return float((_flat(x).mean(0) - target.mean).norm())
 
@@ -260,22 +307,3 @@ def cross_entropy(x: Tensor, target: GaussianMixture) -> float:
     """-mean log p(x) in nats per sample; non-finite samples give +inf."""
     lp = target.log_prob(_flat(x))
     return float(-lp.mean()) if bool(torch.isfinite(lp).all()) else math.inf
-
-
-METRICS = ("sw1", "mmd", "mean_err", "cov_err", "mode_err", "xent")
-
-
-def all_metrics(x: Tensor, reference: Tensor, target: GaussianMixture | None) -> dict[str, float]:
-    """Every metric of ``x``: distances to the ``reference`` sample, the rest against the target.
-
-    Without an analytic target (a user model) only the reference-based metrics are returned.
-    """
-    out = {"sw1": sliced_wasserstein(x, reference), "mmd": mmd_rbf(x, reference)}
-    if target is not None:
-        out |= {
-            "mean_err": mean_error(x, target),
-            "cov_err": covariance_error(x, target),
-            "mode_err": mode_weight_error(x, target),
-            "xent": cross_entropy(x, target),
-        }
-    return out

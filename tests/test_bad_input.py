@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import scoresde as sd
-from scoresde.comparison import compare
+from scoresde.evaluation import compare
 from scoresde.generate import generate
 from scoresde.likelihood import log_likelihood
 from scoresde.model import ModelSpec

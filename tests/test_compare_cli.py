@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import struct
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 import scoresde as sd
 from scoresde import metrics
 from scoresde.cli import main
+from scoresde.evaluation.compare import METRICS, SDE_TOLERANCES
 
 SMALL = [
     "--target",
@@ -17,7 +19,9 @@ SMALL = [
     "--nfe",
     "5,10",
     "--samples",
-    "300",
+    "100",
+    "--sde-reference",
+    "euler_maruyama:400",
     "--no-progress",
 ]
 
@@ -28,8 +32,9 @@ def test_compare_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     for solver in ("euler_maruyama", "ode_heun", "ddpm_ancestral"):
         assert text.count(solver) >= 2  # one row per budget
+    assert "reference: ode_dopri5 float64" in text and "reverse SDE: euler_maruyama" in text
     data = json.loads((out / "results.json").read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert len(data["records"]) == 6
     keys = {
         "target",
@@ -41,20 +46,26 @@ def test_compare_end_to_end(tmp_path, capsys):
         "schedule",
         "time_grid",
         "samples",
+        "replicates",
         "seed",
         "wall_s",
         "metrics",
+        "stderr",
+        "p_value",
+        "at_floor",
         "floor",
-        "best",
+        "floor_stderr",
         "extra",
     }
     for r in data["records"]:
         assert set(r) == keys
-        assert set(r["metrics"]) == set(metrics.METRICS) == set(r["floor"])
-        assert r["nfe"] <= r["budget"]
-    assert sum(r["best"] for r in data["records"]) == 2
+        assert set(r["metrics"]) == set(METRICS) == set(r["floor"]) == set(r["stderr"])
+        assert set(r["p_value"]) == set(METRICS) - {"coupled"}
+        assert r["nfe"] <= r["budget"] and r["replicates"] == 10 and r["samples"] == 100
+        assert r["at_floor"] == all(p >= 0.01 / 6 for p in r["p_value"].values())
+    assert set(data["summary"]["gmm2d"]) == {"euler_maruyama", "ode_heun", "ddpm_ancestral"}
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == 6 and float(rows[0]["sw1"]) > 0
+    assert len(rows) == 6 and float(rows[0]["sw1"]) > 0 and float(rows[0]["se_sw1"]) > 0
     png = (out / "error_vs_nfe.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     w, h = struct.unpack(">II", png[16:24])
@@ -63,9 +74,11 @@ def test_compare_end_to_end(tmp_path, capsys):
 
 
 def test_same_seed_same_metrics():
-    a = sd.compare(["gmm2d"], ["euler_maruyama", "pc"], [10], samples=200, seed=3)
-    b = sd.compare(["gmm2d"], ["euler_maruyama", "pc"], [10], samples=200, seed=3)
-    assert [r.metrics for r in a] == [r.metrics for r in b]
+    kw = {"samples": 50, "seed": 3, "sde_reference": ("euler_maruyama", 200)}
+    a = sd.compare(["gmm2d"], ["euler_maruyama", "pc"], [10], **kw)
+    b = sd.compare(["gmm2d"], ["euler_maruyama", "pc"], [10], **kw)
+    assert [repr(r.metrics) for r in a] == [repr(r.metrics) for r in b]  # NaN included
+    assert math.isnan(a[1].metrics["coupled"]) and a[0].metrics["coupled"] > 0
 
 
 @pytest.mark.parametrize(
@@ -132,21 +145,29 @@ def test_metrics_known_values():
 
 def test_solver_specs_options_grids_and_floor_summary(capsys):
     specs = ["dpm_solver++:order=3:grid=logsnr", "ddim:eta=1.0", "adaptive_sde"]
-    records = sd.compare(["gmm2d"], specs, [10, 20], samples=300, seed=0)
+    records = sd.compare(["gmm2d"], specs, [10, 20], samples=100, seed=0,
+                         sde_reference=("euler_maruyama", 400))  # fmt: skip
     by = {(r.solver, r.budget): r for r in records}
     dpm = by[(specs[0], 20)]
     assert dpm.time_grid == "logsnr" and dpm.config.startswith("dpm_solver++") and "3" in dpm.config
     assert by[(specs[1], 10)].time_grid == "uniform" and "eta=1" in by[(specs[1], 10)].config
     # the adaptive SDE solver runs its (rtol, atol) ladder, filed by its real NFE
     adaptive = [r for r in records if r.solver == "adaptive_sde"]
-    assert len(adaptive) == len(sd.comparison.SDE_TOLERANCES)
+    assert len(adaptive) == len(SDE_TOLERANCES)
     assert all(r.nfe > 20 and r.budget == r.nfe for r in adaptive)
-    first = sd.comparison.first_at_floor(records)
+    # coupled errors: against the ODE reference (dpm_solver++), the reverse-SDE reference
+    # (ddim with eta = 1 is ancestral sampling), none for adaptive_sde (its own Brownian path)
+    assert 0 < dpm.metrics["coupled"] < 0.1 and by[(specs[1], 10)].metrics["coupled"] > 0
+    assert all(math.isnan(r.metrics["coupled"]) for r in adaptive)
+    first = sd.evaluation.fewest_nfe_at_floor(records)
     for (_, solver), nfe in first.items():
-        at = [r for r in records if r.solver == solver and r.nfe == nfe] if nfe else []
-        assert nfe is None or at[0].metrics["sw1"] <= 1.5 * at[0].floor["sw1"]
-        earlier = [r for r in records if r.solver == solver and (nfe is None or r.nfe < nfe)]
-        assert all(r.metrics["sw1"] > 1.5 * r.floor["sw1"] for r in earlier)
-    text = sd.comparison.format_floor_summary(records)
-    assert text.splitlines()[0].startswith("fewest NFE with SW1 <= 1.5 x floor")
+        runs = sorted((r for r in records if r.solver == solver), key=lambda r: r.nfe)
+        if nfe is None:
+            assert not runs[-1].at_floor
+        else:
+            assert all(r.at_floor for r in runs if r.nfe >= nfe)
+            before = [r for r in runs if r.nfe < nfe]
+            assert not before or not before[-1].at_floor
+    text = sd.evaluation.format_floor_summary(records)
+    assert text.splitlines()[0].startswith("fewest NFE at the floor")
     assert len(text.splitlines()) == 2 + len(specs)

@@ -82,6 +82,16 @@ class Solver:
     adaptive: ClassVar[bool] = False
 
     @property
+    def pathwise_limit(self) -> str | None:
+        """What this solver converges to sample by sample as its steps shrink, from the same
+        x_T and, if stochastic, the same Brownian path (read only through ``run.noise(t,
+        t_next)``): "ode" (the probability-flow ODE), "reverse_sde" (the reverse SDE
+        dx = [f - g^2 s] dt + g dW), or None when its other randomness (Langevin noise, a
+        Brownian path of its own) has no pathwise limit. ``compare`` measures coupled errors
+        against a converged run of this limit."""
+        return None if self.stochastic else "ode"
+
+    @property
     def batch_coupled(self) -> bool:
         """True when a sample's update reads other samples of its batch (batch statistics)."""
         return False

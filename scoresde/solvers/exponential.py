@@ -286,6 +286,12 @@ class DDIM(AffineSolver):
         e_coef = (s_t**2 - c**2).clamp_min(0).sqrt() - a_t * s_s / a_s
         return a_t / a_s, -s_s * e_coef, c  # eps = -sigma_s score
 
+    @property
+    def pathwise_limit(self) -> str | None:
+        # eta = 1 is ancestral sampling, a discretisation of the reverse SDE; 0 < eta < 1
+        # discretises a different SDE that no reference here solves
+        return {0.0: "ode", 1.0: "reverse_sde"}.get(self.eta)
+
     def describe(self) -> str:
         return f"{self.name}(eta={self.eta:g})"
 
@@ -302,6 +308,7 @@ class SDEDPMSolverPP(Solver):
 
     name = "sde_dpm_solver++"
     stochastic = True
+    pathwise_limit = "reverse_sde"
 
     def __init__(self, order: int = 2) -> None:
         self.order = _check_order(order, 2)

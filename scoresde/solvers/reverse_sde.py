@@ -26,6 +26,7 @@ class EulerMaruyama(AffineSolver):
 
     name = "euler_maruyama"
     stochastic = True
+    pathwise_limit = "reverse_sde"
     order = 0.5
 
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
@@ -44,6 +45,7 @@ class ReverseDiffusion(AffineSolver):
 
     name = "reverse_diffusion"
     stochastic = True
+    pathwise_limit = "reverse_sde"
     order = 0.5
 
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
@@ -65,6 +67,7 @@ class DDPMAncestral(AffineSolver):
 
     name = "ddpm_ancestral"
     stochastic = True
+    pathwise_limit = "reverse_sde"
     order = 0.5
     VARIANCES: ClassVar[tuple[str, ...]] = ("posterior", "beta")
 

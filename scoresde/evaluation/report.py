@@ -1,0 +1,355 @@
+"""Presenting ``compare``'s records: a table, the floor summary, JSON, CSV and the plot.
+
+The JSON schema is in docs/results-schema.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from scoresde.evaluation.compare import (
+    SCHEMA_VERSION,
+    Record,
+    convergence_orders,
+    fewest_nfe_at_floor,
+)
+from scoresde.output_dir import atomic_write, check_output_dir
+
+TABLE_FORMATS = {
+    "sw1": ".4f",
+    "mmd": ".1e",
+    "mode_err": ".4f",
+    "cov_err": ".4f",
+    "xent": ".3f",
+    "coupled": ".1e",
+}
+
+
+def _cell(mean: float, se: float, fmt: str) -> str:
+    if math.isnan(mean):
+        return "-"
+    if math.isnan(se):
+        return format(mean, fmt)
+    return f"{mean:{fmt}}±{se:{fmt}}"
+
+
+def _row(label: str, means: dict, ses: dict, keys: list[str], widths: dict[str, int]) -> str:
+    return label + " ".join(
+        f"{_cell(means[k], ses[k], TABLE_FORMATS[k]):>{widths[k]}}" for k in keys
+    )
+
+
+def format_table(records: Sequence[Record]) -> str:
+    """A plain-text table, one row per run: mean ± standard error over the replicates, the
+    smallest p-value of its tests against exact sampling, and ``=`` where it is at the floor."""
+    lines = []
+    width = max([20] + [len(r.solver) + 1 for r in records])
+    for target in dict.fromkeys(r.target for r in records):
+        rows = sorted((r for r in records if r.target == target), key=lambda r: (r.budget, r.nfe))
+        first = rows[0]
+        keys = [k for k in TABLE_FORMATS if k in first.metrics]
+        widths = {
+            k: max(
+                [len(k)]
+                + [len(_cell(r.metrics[k], r.stderr[k], TABLE_FORMATS[k])) for r in rows]
+                + [len(_cell(first.floor[k], first.floor_stderr[k], TABLE_FORMATS[k]))]
+            )
+            for k in keys
+        }
+        grids = ", ".join(dict.fromkeys(r.time_grid for r in rows))
+        head = f"{'budget':>6} {'solver':<{width}} {'NFE':>5} " + " ".join(
+            f"{k:>{widths[k]}}" for k in keys
+        )
+        head += f" {'min p':>7} {'wall s':>7}"
+        lines += [
+            f"target {target}  (schedule {first.schedule}, grid {grids}; {first.replicates} "
+            f"replicates of n = {first.samples}; mean ± standard error)",
+            f"reference: {first.extra.get('reference')}"
+            + (
+                f"; reverse SDE: {first.extra['sde_reference']}"
+                if "sde_reference" in first.extra
+                else ""
+            ),
+            head,
+            "-" * len(head),
+        ]
+        if "exact_sampler" in first.extra:
+            ex, ex_se = first.extra["exact_sampler"], first.extra["exact_sampler_stderr"]
+            label = f"{'exact':>6} {'target sampler':<{width}} {'':>5} "
+            p = first.extra["exact_sampler_p_sw1"]
+            lines.append(_row(label, ex, ex_se, keys, widths) + f" {p:7.3f}")
+        label = f"{'floor':>6} {'reference (exact flow)':<{width}} {'':>5} "
+        lines.append(_row(label, first.floor, first.floor_stderr, keys, widths))
+        for r in rows:
+            mark = "=" if r.at_floor else " "
+            label = f"{r.budget:>6} {mark}{r.solver:<{width - 1}} {r.nfe:>5} "
+            lines.append(
+                _row(label, r.metrics, r.stderr, keys, widths)
+                + f" {min(r.p_value.values()):7.3f} {r.wall_s:7.2f}"
+            )
+        lines.append("")
+    r0 = records[0]
+    k = len(r0.p_value)
+    lines.append(
+        f"= at the floor: none of the {k} metrics differs from exact sampling (t-tests over the "
+        f"{r0.replicates} replicates: MMD² against 0 and xent against the target's entropy, the "
+        "others against the exact reference's values (Welch); one-sided but xent; every p >= "
+        f"{_alpha(records):g}/{k}). min p: the smallest of the {k} p-values. coupled: "
+        "E|x - x_ref| from the same x_T (and Brownian path), '-' where the solver has no "
+        "pathwise limit. exact: the target's own sampler (p: Welch test of its SW1 against "
+        "the reference's). Adaptive solvers: NFE is the mean per sample."
+    )
+    return "\n".join(lines)
+
+
+def _alpha(records: Sequence[Record]) -> float:
+    return records[0].extra["alpha"]
+
+
+def format_floor_summary(records: Sequence[Record]) -> str:
+    """One line per solver: the fewest NFE at the floor per target (from there on every run
+    is), and the measured convergence order of its coupled error."""
+    first = fewest_nfe_at_floor(records)
+    orders = convergence_orders(records)
+    targets = list(dict.fromkeys(r.target for r in records))
+    solvers = list(dict.fromkeys(r.solver for r in records))
+    most: dict[tuple[str, str], int] = {}
+    for r in records:
+        most[(r.target, r.solver)] = max(r.nfe, most.get((r.target, r.solver), 0))
+    width = max([20] + [len(s) for s in solvers])
+    lines = [
+        "fewest NFE at the floor (no metric significantly different from exact sampling, at "
+        "that NFE and every larger one run), and the order p of coupled error ~ NFE^-p",
+        f"{'solver':<{width}} " + " ".join(f"{t:>10} {'order':>5}" for t in targets),
+    ]
+    for solver in solvers:
+        cells = []
+        for t in targets:
+            if (t, solver) not in first:
+                cells.append(f"{'':>10} {'':>5}")
+                continue
+            nfe, p = first[(t, solver)], orders[(t, solver)]
+            at = f"{nfe}" if nfe is not None else f">{most[(t, solver)]}"
+            cells.append(f"{at:>10} " + (f"{p:5.2f}" if p is not None else f"{'-':>5}"))
+        lines.append(f"{solver:<{width}} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def summary(records: Sequence[Record]) -> dict[str, Any]:
+    """The verdicts as plain data: {target: {solver: {"fewest_nfe_at_floor", "order"}}}."""
+    first, orders = fewest_nfe_at_floor(records), convergence_orders(records)
+    out: dict[str, Any] = {}
+    for (target, solver), nfe in first.items():
+        out.setdefault(target, {})[solver] = {
+            "fewest_nfe_at_floor": nfe,
+            "order": orders[(target, solver)],
+        }
+    return out
+
+
+def records_to_json(records: Sequence[Record], settings: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "settings": settings,
+            "summary": summary(records),
+            "records": [asdict(r) for r in records],
+        },
+        indent=2,
+        allow_nan=True,
+    )
+
+
+CSV_FIELDS = (
+    "target",
+    "solver",
+    "config",
+    "budget",
+    "nfe",
+    "steps",
+    "schedule",
+    "time_grid",
+    "samples",
+    "replicates",
+    "seed",
+    "wall_s",
+    "at_floor",
+)
+
+
+def records_to_csv(records: Sequence[Record]) -> str:
+    buf = io.StringIO()
+    keys = list(records[0].metrics) if records else []
+    writer = csv.writer(buf)
+    writer.writerow(
+        list(CSV_FIELDS)
+        + keys
+        + [f"se_{k}" for k in keys]
+        + [f"p_{k}" for k in keys if k in records[0].p_value]
+        + [f"floor_{k}" for k in keys]
+    )
+    for r in records:
+        row = [getattr(r, f) for f in CSV_FIELDS]
+        row[CSV_FIELDS.index("wall_s")] = f"{r.wall_s:.6f}"
+        row[CSV_FIELDS.index("at_floor")] = int(r.at_floor)
+        writer.writerow(
+            row
+            + [repr(r.metrics[k]) for k in keys]
+            + [repr(r.stderr[k]) for k in keys]
+            + [repr(r.p_value[k]) for k in keys if k in r.p_value]
+            + [repr(r.floor[k]) for k in keys]
+        )
+    return buf.getvalue()
+
+
+FAMILIES = {  # solver name -> (family, line style)
+    "ddpm_ancestral": "SDE",
+    "euler_maruyama": "SDE",
+    "reverse_diffusion": "SDE",
+    "pc": "SDE",
+    "annealed_langevin": "SDE",
+    "adaptive_sde": "SDE",
+    "torchsde": "SDE",
+    "sde_dpm_solver++": "exponential",
+    "ode_euler": "ODE",
+    "ode_heun": "ODE",
+    "ode_rk45": "ODE",
+    "ode_dopri5": "ODE",
+    "edm_heun": "ODE",
+    "ddim": "exponential",
+    "dpm_solver": "exponential",
+    "dpm_solver++": "exponential",
+    "dpm_solver_single": "exponential",
+}
+FAMILY_STYLE = {
+    "SDE": ("-", "Blues"),
+    "ODE": ("--", "Oranges"),
+    "exponential": (":", "Greens"),
+    "other": ("-.", "Greys"),
+}
+MARKERS = "osD^v<>pP*XhH8d"
+
+
+def _styles(solvers: list[str]) -> dict[str, dict[str, Any]]:
+    """A distinct (colour, marker, line style) per solver; colour shades within a family."""
+    import matplotlib
+
+    families: dict[str, list[str]] = {}
+    for s in solvers:
+        families.setdefault(FAMILIES.get(s.split(":")[0], "other"), []).append(s)
+    out, k = {}, 0
+    for family, members in families.items():
+        ls, cmap = FAMILY_STYLE[family]
+        shades = matplotlib.colormaps[cmap]
+        for i, s in enumerate(members):
+            shade = 0.45 + 0.5 * (i / max(1, len(members) - 1))
+            out[s] = {
+                "color": shades(shade),
+                "marker": MARKERS[k % len(MARKERS)],
+                "linestyle": ls,
+                "label": f"{s} [{family}]",
+            }
+            k += 1
+    return out
+
+
+def plot_error_vs_nfe(records: Sequence[Record], path: Path) -> None:
+    """Three panels per target: SW1 to the target (mean ± s.e., the grey band is the exact
+    reference's mean ± 2 s.e.), the coupled error with reference slopes NFE^-1, ^-2, ^-3, and
+    MMD^2 on a symmetric-log axis that keeps negative estimates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(r.target for r in records))
+    solvers = list(dict.fromkeys(r.solver for r in records))
+    style = _styles(solvers)
+    panels = ("sw1", "coupled", "mmd")
+    fig, axes = plt.subplots(
+        len(panels), len(targets), squeeze=False, figsize=(5.2 * len(targets) + 3.2, 11)
+    )
+    for j, target in enumerate(targets):
+        rows = [r for r in records if r.target == target]
+        for i, metric in enumerate(panels):
+            ax = axes[i][j]
+            for solver in solvers:
+                pts = sorted(
+                    (r.nfe, r.metrics[metric], r.stderr[metric])
+                    for r in rows
+                    if r.solver == solver and math.isfinite(r.metrics[metric])
+                )
+                if metric != "mmd":
+                    pts = [p for p in pts if p[1] > 0]
+                if not pts:
+                    continue
+                n, m, se = zip(*pts, strict=True)
+                se = [0.0 if math.isnan(s) else s for s in se]
+                ax.errorbar(n, m, yerr=se, ms=4, lw=1, capsize=2, **style[solver])
+            ax.set_xscale("log")
+            floor, fse = rows[0].floor[metric], rows[0].floor_stderr[metric]
+            if metric == "coupled":
+                _slopes(ax, rows)
+                ax.set_yscale("log")
+                ax.set_ylabel("coupled error E|x - x_ref|")
+            elif metric == "sw1":
+                ax.axhspan(floor - 2 * fse, floor + 2 * fse, color="grey", alpha=0.3,
+                           label="exact reference ± 2 s.e.")  # fmt: skip
+                ax.set_yscale("log")
+                ax.set_ylabel("sliced W1 to the target")
+            else:
+                ax.axhspan(floor - 2 * fse, floor + 2 * fse, color="grey", alpha=0.3)
+                ax.axhline(0.0, color="black", lw=0.6)
+                ax.set_yscale("symlog", linthresh=max(1e-5, 2 * fse))
+                ax.set_ylabel("MMD² (unbiased; may be < 0)")
+            ax.set_xlabel("score evaluations (NFE)")
+            ax.set_title(f"{target}: {metric}")
+            ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    slope_h, slope_l = axes[1][0].get_legend_handles_labels()
+    keep = {lab: h for h, lab in zip(handles + slope_h, labels + slope_l, strict=True)}
+    fig.legend(keep.values(), keep.keys(), loc="center left", bbox_to_anchor=(0.995, 0.5),
+               fontsize=7, frameon=False)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _slopes(ax, rows: Sequence[Record]) -> None:
+    """Dotted guide lines C NFE^-p for p = 1, 2, 3 through the largest finite coupled error."""
+    pts = [(r.nfe, r.metrics["coupled"]) for r in rows if math.isfinite(r.metrics["coupled"])]
+    pts = [p for p in pts if p[1] > 0]
+    if not pts:
+        return
+    lo, hi = min(n for n, _ in pts), max(n for n, _ in pts)
+    e0 = max(e for n, e in pts if n == lo)
+    for p, shade in ((1, "0.2"), (2, "0.45"), (3, "0.7")):
+        ax.plot([lo, hi], [e0, e0 * (hi / lo) ** -p], color=shade, lw=0.8, ls=(0, (1, 2)),
+                label=f"slope NFE^-{p}")  # fmt: skip
+
+
+def write_results(
+    records: Sequence[Record], out: str | Path, settings: dict[str, Any]
+) -> list[Path]:
+    """results.json, results.csv and error_vs_nfe.png in ``out``, each written atomically."""
+    path = check_output_dir(out)
+    png_tmp = path / ".error_vs_nfe.tmp.png"
+    plot_error_vs_nfe(records, png_tmp)
+    written = []
+    for name, data in (
+        ("results.json", records_to_json(records, settings).encode()),
+        ("results.csv", records_to_csv(records).encode()),
+    ):
+        atomic_write(path / name, data)
+        written.append(path / name)
+    os.replace(png_tmp, path / "error_vs_nfe.png")
+    written.append(path / "error_vs_nfe.png")
+    return written
