@@ -231,6 +231,17 @@ def median_bandwidth(y: Tensor, seed: int = 0) -> float:
     return float(d[torch.triu_indices(*d.shape, offset=1).unbind()].median())
 
 
+def _rbf(a: Tensor, b: Tensor, h: float) -> Tensor:
+    """The kernel matrix exp(-|a_i - b_j|^2 / (2 h^2))."""
+    return torch.exp(-torch.cdist(a, b).pow(2) / (2 * h * h))
+
+
+def _mean_off_diagonal(k: Tensor) -> Tensor:
+    """mean_{i != j} k_ij of a square kernel matrix: the unbiased within-sample term."""
+    n = k.shape[0]
+    return (k.sum() - k.diagonal().sum()) / (n * (n - 1))
+
+
 def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None, seed: int = 0) -> float:
     """Unbiased MMD^2 (RBF kernel), on at most MMD_MAX_POINTS points of each sample."""
     x, y = _flat(x), _flat(y)
@@ -240,15 +251,8 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None, seed: int = 0)
     if y.shape[0] > MMD_MAX_POINTS:
         y = y[torch.randperm(y.shape[0], generator=gen)[:MMD_MAX_POINTS]]
     h = median_bandwidth(y, seed) if bandwidth is None else float(bandwidth)
-
-    def k(a: Tensor, b: Tensor) -> Tensor:
-        return torch.exp(-torch.cdist(a, b).pow(2) / (2 * h * h))
-
-    n, m = x.shape[0], y.shape[0]
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return float(sxx + syy - 2 * kxy.mean())
+    within = _mean_off_diagonal(_rbf(x, x, h)) + _mean_off_diagonal(_rbf(y, y, h))
+    return float(within - 2 * _rbf(x, y, h).mean())
 
 
 def mmd_to_target(x: Tensor, target: GaussianMixture, bandwidth: float) -> float:
@@ -269,8 +273,7 @@ def mmd_to_target(x: Tensor, target: GaussianMixture, bandwidth: float) -> float
     n, d, h2 = xf.shape[0], target.dim, float(bandwidth) ** 2
     if n < 2:
         raise ValueError("MMD^2 needs at least 2 samples")
-    kxx = torch.exp(-torch.cdist(xf, xf).pow(2) / (2 * h2))
-    within = (kxx.sum() - n) / (n * (n - 1))
+    within = _mean_off_diagonal(_rbf(xf, xf, float(bandwidth)))
     eye, cov = torch.eye(d, dtype=torch.float64), target.covariances
     mu, w = target.means, target.weights
 
