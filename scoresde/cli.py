@@ -70,19 +70,23 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--nfe",
         type=_int_list,
-        default=list(cmp.DEFAULT_BUDGETS),
-        help="comma-separated score-evaluation budgets (default 10,20,50,100,200,500)",
+        default=None,
+        help="comma-separated score-evaluation budgets (default 10,20,50,100,200,500; "
+        "--model digits: 10,20,50,100)",
     )
     c.add_argument("--schedule", default="linear", choices=sorted(cmp.SCHEDULES))
     c.add_argument(
         "--time-grid", default="uniform", choices=["uniform", "quadratic", "logsnr", "karras"]
     )
-    c.add_argument("--samples", type=int, default=500, help="samples per replicate (default 500)")
+    c.add_argument(
+        "--samples", type=int, default=None, help="samples per replicate (default 500; digits 128)"
+    )
     c.add_argument(
         "--replicates",
         type=int,
-        default=10,
-        help="independent replicates; metrics are mean ± standard error over them (default 10)",
+        default=None,
+        help="independent replicates; metrics are mean ± standard error over them "
+        "(default 10; digits 5)",
     )
     c.add_argument(
         "--alpha",
@@ -93,24 +97,30 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--reference",
         type=_reference,
-        default=("ode_heun", 1000),
-        help="with --model: solver:NFE of the converged ODE reference (default ode_heun:1000)",
+        default=None,
+        help="with --model: solver:NFE of the converged ODE reference (default ode_heun:1000; "
+        "digits ode_heun:500)",
     )
     c.add_argument(
         "--sde-reference",
         type=_reference,
-        default=cmp.compare.__kwdefaults__["sde_reference"],
+        default=None,
         help="solver:steps of the reverse-SDE reference on the same Brownian path "
-        "(default euler_maruyama:4000)",
+        "(default euler_maruyama:4000; digits euler_maruyama:1000)",
     )
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="cpu")
     c.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     c.add_argument(
-        "--model", default=None, help="module:callable building your network (see scoresde.model)"
+        "--model",
+        default=None,
+        help="digits (the built-in trained model) or module:callable building your network "
+        "(see scoresde.model)",
     )
     c.add_argument(
-        "--out", default=None, help="directory for results.json/.csv and error_vs_nfe.png"
+        "--out",
+        default=None,
+        help="directory for results.json/.csv, error_vs_nfe.png and (image models) grids/",
     )
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -118,11 +128,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=10, help="grid points to mark (default 10)")
     s.add_argument("--eps", type=float, default=1e-3)
     s.add_argument("--out", default="schedules.png", help="PNG path (default schedules.png)")
-    lk = sub.add_parser("likelihood", help="ODE log-likelihood vs the exact density on targets")
+    lk = sub.add_parser(
+        "likelihood",
+        help="ODE log-likelihood vs the exact density on targets; --model digits: test-set "
+        "bits/dim by the PF-ODE and the DDPM bound",
+    )
     lk.add_argument("--target", type=_csv(str), default=["gmm2d", "gmm8d"])
-    lk.add_argument("--samples", type=int, default=256)
+    lk.add_argument(
+        "--model", default=None, choices=["digits"], help="the built-in digits model's test set"
+    )
+    lk.add_argument(
+        "--samples", type=int, default=None, help="samples (default 256; digits: all 450 images)"
+    )
     lk.add_argument("--schedule", default="linear", choices=sorted(cmp.SCHEDULES))
-    lk.add_argument("--trace", default="exact", choices=["exact", "hutchinson"])
+    lk.add_argument(
+        "--trace",
+        default=None,
+        choices=["exact", "hutchinson"],
+        help="divergence (default exact; digits: hutchinson)",
+    )
     lk.add_argument("--probes", type=int, default=1, help="Hutchinson probes per sample")
     lk.add_argument("--probe", default="rademacher", choices=["rademacher", "gaussian"])
     lk.add_argument("--solver", default="dopri5", choices=["dopri5", "scipy"])
@@ -131,7 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     lk.add_argument("--eps", type=float, default=1e-5)
     lk.add_argument("--seed", type=int, default=0)
     lk.add_argument("--device", default="cpu")
-    lk.add_argument("--dtype", default="float64", choices=sorted(DTYPES))
+    lk.add_argument(
+        "--dtype", default=None, choices=sorted(DTYPES), help="default float64; digits float32"
+    )
     gen = sub.add_parser("generate", help="draw many samples of your model into resumable shards")
     gen.add_argument("--model", required=True, help="module:callable (see scoresde.model)")
     gen.add_argument("--solver", default="dpm_solver++", help="a solver name (see compare)")
@@ -213,10 +239,33 @@ def _likelihood(args: argparse.Namespace) -> int:
     from scoresde.likelihood_report import likelihood_report
 
     _check_device(args.device)
-    if args.samples < 2:
+    if args.samples is not None and args.samples < 2:
         raise UsageError(f"--samples must be >= 2, got {args.samples}")
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "target", "dtype")}
-    print(likelihood_report(args.target, dtype=DTYPES[args.dtype], **options))
+    if args.model == "digits":
+        from scoresde.digits.likelihood import digits_likelihood, format_digits_likelihood
+
+        result = digits_likelihood(
+            images=args.samples,
+            trace=args.trace or "hutchinson",
+            rtol=args.rtol,
+            atol=args.atol,
+            seed=args.seed,
+            device=args.device,
+            dtype=DTYPES[args.dtype or "float32"],
+        )
+        print(format_digits_likelihood(result))
+        return 0
+    skip = ("command", "target", "dtype", "model", "samples", "trace")
+    options = {k: v for k, v in vars(args).items() if k not in skip}
+    print(
+        likelihood_report(
+            args.target,
+            samples=args.samples or 256,
+            trace=args.trace or "exact",
+            dtype=DTYPES[args.dtype or "float64"],
+            **options,
+        )
+    )
     return 0
 
 
@@ -235,6 +284,7 @@ def _compare(args: argparse.Namespace) -> int:
             bar.update(1)
 
     start = time.perf_counter()
+    collector = cmp.SampleCollector() if out is not None and args.model is not None else None
     try:
         records = cmp.compare(
             targets=args.target,
@@ -252,6 +302,7 @@ def _compare(args: argparse.Namespace) -> int:
             sde_reference=args.sde_reference,
             alpha=args.alpha,
             progress=progress,
+            on_samples=collector,
         )
     finally:
         if bar is not None:
@@ -263,8 +314,17 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"\n{len(records)} runs in {total:.1f} s on {args.device} ({threads} threads)")
     if out is not None:
         settings = {k: v for k, v in vars(args).items() if k not in ("command", "no_progress")}
+        settings.update(  # the settings in force (a model may bring its own defaults)
+            nfe=sorted({r.budget for r in records}),
+            samples=records[0].samples,
+            replicates=records[0].replicates,
+        )
         for path in cmp.write_results(records, out, settings):
             print(f"wrote {path}")
+        if collector is not None:
+            grids = cmp.write_sample_grids(collector, records, out)
+            if grids:
+                print(f"wrote {len(grids)} sample grids in {grids[0].parent}")
     return 0
 
 

@@ -114,7 +114,8 @@ def model_fingerprint(spec: ModelSpec, device: str | torch.device = "cpu") -> st
         for name, value in net.state_dict().items():
             h.update(name.encode())
             h.update(str((value.dtype, tuple(value.shape))).encode())
-            h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            flat = value.detach().cpu().clone(memory_format=torch.contiguous_format)
+            h.update(flat.view(torch.uint8).numpy().tobytes())  # logical order, any layout
     return h.hexdigest()
 
 

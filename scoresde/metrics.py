@@ -11,6 +11,8 @@
                         component (largest responsibility) and the mixture weights
     cross_entropy       -mean log p(x): the cross-entropy of the samples under the true density
                         (per sample, nats); equals the target's entropy at perfect sampling
+    frechet_distance    |m1 - m2|^2 + tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2) between the
+                        Gaussian fits (mean, covariance) of two feature sets (FID's formula)
 
 Everything random (projections, subsets) draws from a generator with a fixed seed, so a metric
 is a deterministic function of its inputs.
@@ -195,6 +197,40 @@ def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 256, seed: int =
     u = torch.randn(x.shape[1], projections, generator=_seeded(seed), dtype=torch.float64)
     u = u / u.norm(dim=0, keepdim=True)
     return float(wasserstein_1d(x @ u, y @ u).mean())
+
+
+def gaussian_fit(features: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean, covariance) of features (n, d) in float64, covariance with the 1/(n - 1) factor."""
+    f = _flat(features).to(torch.float64)
+    if f.shape[0] < 2:
+        raise ValueError(f"need at least two feature vectors, got {f.shape[0]}")
+    return f.mean(0), torch.cov(f.T).reshape(f.shape[1], f.shape[1])
+
+
+def _psd_sqrt(c: Tensor) -> Tensor:
+    """The symmetric square root of a symmetric positive semi-definite matrix (eigenvalues
+    below 0 from round-off are set to 0)."""
+    w, v = torch.linalg.eigh((c + c.T) / 2)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+def frechet_distance(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) -> float:
+    """Squared Fréchet (2-Wasserstein) distance between N(mean1, cov1) and N(mean2, cov2):
+
+        |m1 - m2|^2 + tr(C1) + tr(C2) - 2 tr((C1^1/2 C2 C1^1/2)^1/2).
+
+    The matrix inside the trace is symmetric PSD, so its root comes from one eigh (no
+    complex-valued sqrtm); this is FID's formula when the features are a classifier's."""
+    m1, m2 = mean1.to(torch.float64), mean2.to(torch.float64)
+    c1, c2 = cov1.to(torch.float64), cov2.to(torch.float64)
+    if m1.shape != m2.shape or c1.shape != c2.shape or c1.shape != (m1.numel(), m1.numel()):
+        raise ValueError(
+            f"means {tuple(m1.shape)}, {tuple(m2.shape)} and covariances {tuple(c1.shape)}, "
+            f"{tuple(c2.shape)} must be (d,) and (d, d) for one d"
+        )
+    r1 = _psd_sqrt(c1)
+    cross = torch.linalg.eigvalsh(r1 @ c2 @ r1).clamp(min=0).sqrt().sum()
+    return float((m1 - m2).square().sum() + c1.trace() + c2.trace() - 2 * cross)
 
 
 def coupled_error(x: Tensor, reference: Tensor) -> float:

@@ -1,5 +1,8 @@
 """Loading a user's network for ``scoresde compare --model`` (and later ``generate``).
 
+Built-in: ``--model digits`` is the package's own trained model (``scoresde.digits``): an
+eps-network on scikit-learn's 8x8 digits, with data-side metrics for ``compare``.
+
 Protocol: ``--model module:callable`` imports ``module`` (a dotted name on sys.path, or a path
 to a .py file) and calls ``callable()`` with no arguments. It returns a dict with
 
@@ -10,6 +13,12 @@ to a .py file) and calls ``callable()`` with no arguments. It returns a dict wit
     time_label   how t maps to the network's time input: a function t -> label such as
                  scoresde.discrete_index(1000) or scoresde.scaled_time(999)
                  (default: the network takes t in [0, 1])
+    evaluator    optional: an object scoring samples against data, with ``metrics`` (names),
+                 ``two_sided`` (names tested both ways), ``__call__(xs)`` for xs (R, n, ...)
+                 returning {name: R values} and ``floor(n, R)`` returning the same for real
+                 data; ``compare`` adds its metrics (see scoresde.digits.evaluation)
+    compare_defaults  optional: compare's settings for this model where the caller gives none
+                 (nfe, samples, replicates, reference, sde_reference)
 
 See examples/user_model.py.
 """
@@ -19,8 +28,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,6 +45,17 @@ class ModelSpec:
     score: Score
     sde: SDE
     shape: tuple[int, ...]
+    evaluator: Any = None
+    compare_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def _digits() -> dict[str, Any]:
+    from scoresde.digits import build
+
+    return build()
+
+
+BUILTIN_MODELS: dict[str, Callable[[], dict[str, Any]]] = {"digits": _digits}
 
 
 def _import(module: str):
@@ -53,14 +75,21 @@ def _import(module: str):
 
 
 def load_model(ref: str) -> ModelSpec:
-    """Build the ``ModelSpec`` for ``module:callable`` and check the network's output shape."""
-    if not isinstance(ref, str) or ":" not in ref:
-        raise ValueError(f"--model must look like module:callable, got {ref!r}")
-    module, _, name = ref.rpartition(":")
-    mod = _import(module)
-    factory = getattr(mod, name, None)
-    if not callable(factory):
-        raise ValueError(f"--model: {module} has no callable named {name!r}")
+    """Build the ``ModelSpec`` for a built-in name (``digits``) or ``module:callable``, and
+    check the network's output shape."""
+    if isinstance(ref, str) and ref in BUILTIN_MODELS:
+        factory = BUILTIN_MODELS[ref]
+    else:
+        if not isinstance(ref, str) or ":" not in ref:
+            raise ValueError(
+                f"--model must be a built-in model ({', '.join(BUILTIN_MODELS)}) or "
+                f"module:callable, got {ref!r}"
+            )
+        module, _, name = ref.rpartition(":")
+        mod = _import(module)
+        factory = getattr(mod, name, None)
+        if not callable(factory):
+            raise ValueError(f"--model: {module} has no callable named {name!r}")
     spec = factory()
     if not isinstance(spec, dict) or "net" not in spec or "shape" not in spec:
         raise ValueError("--model: the callable must return a dict with at least 'net' and 'shape'")
@@ -77,4 +106,13 @@ def load_model(ref: str) -> ModelSpec:
         score(probe, torch.full((2,), 0.5))
     except ValueError as e:
         raise ValueError(f"--model: {e}") from None
-    return ModelSpec(score=score, sde=sde, shape=shape)
+    defaults = dict(spec.get("compare_defaults", {}))
+    unknown = set(defaults) - set(COMPARE_DEFAULT_KEYS)
+    if unknown:
+        raise ValueError(
+            f"--model: unknown compare_defaults {sorted(unknown)}; known: {COMPARE_DEFAULT_KEYS}"
+        )
+    return ModelSpec(score, sde, shape, spec.get("evaluator"), defaults)
+
+
+COMPARE_DEFAULT_KEYS = ("nfe", "samples", "replicates", "reference", "sde_reference")

@@ -249,3 +249,12 @@ def test_user_model_metrics_compare_against_the_next_replicates_reference():
 def test_compare_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         sd.compare(["gmm2d"], ["ode_euler"], [10], **kwargs)
+
+
+def test_adaptive_ladder_stops_after_passing_the_largest_budget():
+    """rk45's tolerance ladder starts at rtol 0.3 (about 15 NFE on gmm2d): with a largest
+    budget of 10 that first run already passes it, so the ladder ends there."""
+    records = sd.compare(["gmm2d"], ["ode_rk45"], [10], samples=50, replicates=2)
+    assert len(records) == 1 and records[0].nfe > 10
+    records = sd.compare(["gmm2d"], ["ode_rk45"], [500], samples=50, replicates=2)
+    assert len(records) == 9  # the whole ladder stays below 500 NFE

@@ -253,3 +253,28 @@ def test_coupled_error_ranks_euler_below_heun_on_every_seed():
         heun = sd.sample(score, sde, x_T=x_T, solver="ode_heun", steps=81).samples
         e_euler, e_heun = metrics.coupled_error(euler, exact), metrics.coupled_error(heun, exact)
         assert e_euler / e_heun == pytest.approx(4.37, rel=0.01), (seed, e_euler, e_heun)
+
+
+def test_frechet_distance_closed_forms():
+    """Diagonal covariances commute: the distance is |m1 - m2|^2 + sum (sqrt a - sqrt b)^2.
+    For general covariances it matches scipy's sqrtm of C1 C2, and a set against itself is 0."""
+    import scipy.linalg
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(5, generator=gen, dtype=torch.float64) + 0.1
+    b = torch.rand(5, generator=gen, dtype=torch.float64) + 0.1
+    m1, m2 = torch.randn(5, generator=gen, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
+    expected = float((m1 - m2).square().sum() + (a.sqrt() - b.sqrt()).square().sum())
+    got = metrics.frechet_distance(m1, torch.diag(a), m2, torch.diag(b))
+    assert got == pytest.approx(expected, rel=1e-10)
+    la, lb = (torch.randn(6, 6, generator=gen, dtype=torch.float64) for _ in range(2))
+    c1, c2 = la @ la.T + 0.1 * torch.eye(6), lb @ lb.T + 0.1 * torch.eye(6)
+    root = scipy.linalg.sqrtm(c1.numpy() @ c2.numpy()).real
+    expected = float(np.trace(c1.numpy()) + np.trace(c2.numpy()) - 2 * np.trace(root))
+    zero = torch.zeros(6, dtype=torch.float64)
+    assert metrics.frechet_distance(zero, c1, zero, c2) == pytest.approx(expected, rel=1e-8)
+    f = torch.randn(300, 4, generator=gen, dtype=torch.float64)
+    fit = metrics.gaussian_fit(f)
+    assert abs(metrics.frechet_distance(*fit, *fit)) < 1e-10
+    with pytest.raises(ValueError, match="covariances"):
+        metrics.frechet_distance(zero, c1, zero[:5], c2)

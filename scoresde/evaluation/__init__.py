@@ -21,12 +21,14 @@ from scoresde.evaluation.estimates import (
     welch_p_value,
 )
 from scoresde.evaluation.report import (
+    SampleCollector,
     format_floor_summary,
     format_table,
     records_to_csv,
     records_to_json,
     summary,
     write_results,
+    write_sample_grids,
 )
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "SCHEDULES",
     "Estimate",
     "Record",
+    "SampleCollector",
     "SolverSpec",
     "compare",
     "convergence_orders",
@@ -50,4 +53,5 @@ __all__ = [
     "summary",
     "welch_p_value",
     "write_results",
+    "write_sample_grids",
 ]

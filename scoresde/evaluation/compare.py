@@ -25,6 +25,10 @@ The design (docs/findings.md shows it at work):
   known), the others against the reference's replicate values (Welch t-tests, which the
   shared x_T makes conservative). One-sided for distances, two-sided for the cross-entropy
   (``scoresde.evaluation.estimates``).
+- Data-side metrics. A model that brings an evaluator (the built-in ``digits`` does: Fréchet
+  distance in a classifier's features, label histogram, nearest-training-image distance) adds
+  its metrics to every run, tested against the reference like the others, and reports their
+  data floor (real held-out data scored the same way at the same n) beside the table.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from scoresde.checks import (
 )
 from scoresde.evaluation.estimates import estimate, floor_test, welch_p_value
 from scoresde.grids import GRIDS
-from scoresde.model import load_model
+from scoresde.model import ModelSpec, load_model
 from scoresde.sample import sample
 from scoresde.schedules import CosineSchedule, DiscreteSchedule, LinearSchedule, NoiseSchedule
 from scoresde.sde import SDE, VPSDE
@@ -85,12 +89,14 @@ RK45_TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5)
 SDE_TOLERANCES = ((0.2, 0.05), (0.1, 0.02), (0.05, 0.0078), (0.02, 0.003))
 REFERENCE_TOL = 1e-9  # rtol = atol of the float64 dopri5 reference on analytic targets
 SDE_REFERENCE = ("euler_maruyama", 4000)  # solver and steps of the reverse-SDE reference
+MODEL_REFERENCE = ("ode_heun", 1000)  # solver and NFE of the ODE reference for a user model
+DEFAULT_SAMPLES, DEFAULT_REPLICATES = 500, 10
 ALPHA = 0.01  # family-wise level of the tests that decide "at the floor"
 ENTROPY_SAMPLES = 400_000
 SW1_PROJECTIONS = 32  # the same directions for every run, so their choice is common to all
 SCHEMA_VERSION = 2
 METRICS = ("sw1", "mmd", "mean_err", "cov_err", "mode_err", "xent", "coupled")  # analytic targets
-MODEL_METRICS = ("sw1", "mmd", "coupled")  # a user's model
+MODEL_METRICS = ("sw1", "mmd", "coupled")  # a user's model (plus its evaluator's metrics)
 # the other metrics are distances (a solver can only be worse); xent can move either way
 TWO_SIDED = ("xent",)
 
@@ -219,14 +225,15 @@ class _Problem:
     score: Score
     target: GaussianMixture | None
     event_shape: tuple[int, ...]
+    evaluator: Any = None
 
 
-def _problem(target: str, schedule: str, model: str | None) -> _Problem:
+def _problem(target: str, schedule: str, model: tuple[str, ModelSpec] | None) -> _Problem:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     if model is not None:
-        spec = load_model(model)
-        return _Problem(model, spec.sde, spec.score, None, spec.shape)
+        name, spec = model
+        return _Problem(name, spec.sde, spec.score, None, spec.shape, spec.evaluator)
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
     sde = VPSDE(SCHEDULES[schedule]())
@@ -311,6 +318,8 @@ class _Scorer:
                     metrics.mmd_rbf(a, b, self.bandwidth) for a, b in zip(xs, refs, strict=True)
                 ],
             }
+        if self.problem.evaluator is not None:
+            out.update(self.problem.evaluator(xs.reshape(self.r, -1, *self.problem.event_shape)))
         ref = {"ode": self.ode_ref, "reverse_sde": self.sde_ref}.get(limit) if limit else None
         if ref is None:
             out["coupled"] = [math.nan] * self.r
@@ -332,20 +341,21 @@ def _summarise(values: dict[str, list[float]]) -> tuple[dict[str, float], dict[s
 def compare(
     targets: Sequence[str] = ("gmm2d", "gmm8d"),
     solvers: Sequence[str] = DEFAULT_SOLVERS,
-    nfe: Sequence[int] = DEFAULT_BUDGETS,
+    nfe: Sequence[int] | None = None,
     *,
     schedule: str = "linear",
     time_grid: str = "uniform",
-    samples: int = 500,
-    replicates: int = 10,
+    samples: int | None = None,
+    replicates: int | None = None,
     seed: int = 0,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     model: str | None = None,
-    reference: tuple[str, int] = ("ode_heun", 1000),
-    sde_reference: tuple[str, int] = SDE_REFERENCE,
+    reference: tuple[str, int] | None = None,
+    sde_reference: tuple[str, int] | None = None,
     alpha: float = ALPHA,
     progress: Callable[[str], None] | None = None,
+    on_samples: Callable[[str, int, Tensor], None] | None = None,
 ) -> list[Record]:
     """Run every solver at every NFE budget on each target; return one ``Record`` per run.
 
@@ -354,14 +364,44 @@ def compare(
         solvers: solver specs ``name[:key=value...][:grid=rule]``.
         nfe: budgets of score evaluations per sample (a two-evaluation step counts twice).
             Adaptive solvers run a tolerance ladder instead and are filed by their real NFE.
+            Default DEFAULT_BUDGETS.
         samples, replicates: n samples in each of R independent replicates (R >= 2); every
-            metric is reported as the replicate mean with its standard error.
+            metric is reported as the replicate mean with its standard error. Default 500, 10.
         seed: x_T and the Brownian paths of all runs derive from it.
-        model: ``module:callable`` (see ``scoresde.model``) replaces the analytic targets.
-        reference: (solver, NFE budget) of the converged ODE reference for a user model.
-        sde_reference: (solver, steps) of the reverse-SDE reference, on the same Brownian path.
+        model: a built-in model (``digits``) or ``module:callable`` (see ``scoresde.model``);
+            replaces the analytic targets. Settings left at None take the model's
+            ``compare_defaults`` first (digits: 10-100 NFE, 5 x 128 samples, references
+            ode_heun at 500 NFE and 1000 Euler-Maruyama steps).
+        reference: (solver, NFE budget) of the converged ODE reference for a user model
+            (default MODEL_REFERENCE).
+        sde_reference: (solver, steps) of the reverse-SDE reference, on the same Brownian path
+            (default SDE_REFERENCE).
         alpha: family-wise level of the tests that decide whether a run is at the floor.
+        on_samples: called as on_samples(label, nfe, x) with every run's samples x
+            (R * n, ...), all from the same x_T row by row; label is the solver spec, or
+            "reference" for the converged ODE reference. For pictures (``write_sample_grids``).
     """
+    model_spec = load_model(model) if model is not None else None
+    given = {
+        "nfe": nfe,
+        "samples": samples,
+        "replicates": replicates,
+        "reference": reference,
+        "sde_reference": sde_reference,
+    }
+    fallback = {
+        "nfe": DEFAULT_BUDGETS,
+        "samples": DEFAULT_SAMPLES,
+        "replicates": DEFAULT_REPLICATES,
+        "reference": MODEL_REFERENCE,
+        "sde_reference": SDE_REFERENCE,
+    }
+    model_defaults = model_spec.compare_defaults if model_spec is not None else {}
+    settings = {
+        k: v if v is not None else model_defaults.get(k, fallback[k]) for k, v in given.items()
+    }
+    nfe, samples, replicates = settings["nfe"], settings["samples"], settings["replicates"]
+    reference, sde_reference = settings["reference"], settings["sde_reference"]
     budgets = _check_budgets(nfe)
     targets, solvers = _names("targets", targets), _names("solvers", solvers)
     specs = [SolverSpec.parse(text) for text in solvers]
@@ -379,17 +419,19 @@ def compare(
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
     records: list[Record] = []
     for name in [model] if model is not None else targets:
-        problem = _problem(name, schedule, model)
+        loaded = (name, model_spec) if model_spec is not None else None
+        problem = _problem(name, schedule, loaded)
         records += _compare_problem(
             problem, solver_objs, budgets, schedule if model is None else "model", time_grid,
             samples, replicates, seed, dev, dtype, reference, sde_reference, alpha, progress,
+            on_samples,
         )  # fmt: skip
     return records
 
 
 def _compare_problem(
     problem, solver_objs, budgets, schedule, time_grid, n, replicates, seed, dev, dtype,
-    reference, sde_reference, alpha, progress,
+    reference, sde_reference, alpha, progress, on_samples,
 ) -> list[Record]:  # fmt: skip
     shape = (replicates * n, *problem.event_shape)
     x_T = problem.sde.prior_sample(shape, generator=torch.Generator(dev).manual_seed(seed),
@@ -404,7 +446,15 @@ def _compare_problem(
         ref_solver = registry.get(reference[0])
         sol, ode_ref, _ = run(ref_solver, steps_for_budget(ref_solver, reference[1]))
         extra["reference"] = f"{sol.solver} at NFE {sol.nfe}"
+        if on_samples is not None:
+            on_samples("reference", sol.nfe, ode_ref)
     score = _Scorer(problem, replicates, ode_ref, seed)
+    two_sided = TWO_SIDED
+    if problem.evaluator is not None:
+        extra["data_floor"], extra["data_floor_stderr"] = _summarise(
+            problem.evaluator.floor(n, replicates)
+        )
+        two_sided = TWO_SIDED + tuple(problem.evaluator.two_sided)
     if any(s.pathwise_limit == "reverse_sde" for s in solver_objs.values()):
         sde_solver = registry.get(sde_reference[0])
         sol, sde_ref, _ = run(sde_solver, sde_reference[1], grid="uniform")
@@ -430,8 +480,10 @@ def _compare_problem(
             sol, x, wall = run(configured, steps, grid)
             values = score(x, configured.pathwise_limit)
             means, ses = _summarise(values)
-            p, at_floor = floor_test(values, tested, alpha, TWO_SIDED, score.expected)
+            p, at_floor = floor_test(values, tested, alpha, two_sided, score.expected)
             nfe = round(sol.stats.get("nfe_per_sample", sol.nfe))
+            if on_samples is not None:
+                on_samples(spec.label, nfe, x)
             records.append(
                 Record(
                     target=problem.name,
@@ -455,6 +507,8 @@ def _compare_problem(
                     extra=dict(extra, pathwise_limit=configured.pathwise_limit),
                 )
             )
+            if budget == 0 and nfe > budgets[-1]:
+                break  # an adaptive ladder stops once it has passed the largest budget
     return records
 
 
@@ -467,7 +521,8 @@ def _file_budget(nfe: int, budgets: list[int]) -> int:
 def _jobs(spec: SolverSpec, solver: Solver, budgets: list[int]) -> list[tuple[int, int, Solver]]:
     """(budget, steps, solver) to run. An adaptive solver runs a tolerance ladder instead
     (RK45_TOLERANCES for ODEs, SDE_TOLERANCES for adaptive_sde), with budget 0 (filed by its
-    real NFE afterwards). It takes only eps from the grid, so two steps (T, eps, 0) suffice."""
+    real NFE afterwards), tightest last; the ladder stops after the first run whose NFE passes
+    the largest budget. It takes only eps from the grid, so two steps (T, eps, 0) suffice."""
     if solver.adaptive:
         ladder = SDE_TOLERANCES if solver.stochastic else [(tol, tol) for tol in RK45_TOLERANCES]
         return [(0, 2, spec.build(rtol=r, atol=a)) for r, a in ladder]

@@ -29,8 +29,13 @@ TABLE_FORMATS = {
     "mode_err": ".4f",
     "cov_err": ".4f",
     "xent": ".3f",
+    "fd": ".2f",
+    "label_dev": ".2f",
+    "unsure": ".3f",
+    "nn_train": ".3f",
     "coupled": ".1e",
 }
+GRID_COLUMNS = 16  # samples per row of the sample grids (the first x_T rows)
 
 
 def _cell(mean: float, se: float, fmt: str) -> str:
@@ -42,8 +47,9 @@ def _cell(mean: float, se: float, fmt: str) -> str:
 
 
 def _row(label: str, means: dict, ses: dict, keys: list[str], widths: dict[str, int]) -> str:
+    nan = math.nan
     return label + " ".join(
-        f"{_cell(means[k], ses[k], TABLE_FORMATS[k]):>{widths[k]}}" for k in keys
+        f"{_cell(means.get(k, nan), ses.get(k, nan), TABLE_FORMATS[k]):>{widths[k]}}" for k in keys
     )
 
 
@@ -88,6 +94,10 @@ def format_table(records: Sequence[Record]) -> str:
             lines.append(_row(label, ex, ex_se, keys, widths) + f" {p:7.3f}")
         label = f"{'floor':>6} {'reference (exact flow)':<{width}} {'':>5} "
         lines.append(_row(label, first.floor, first.floor_stderr, keys, widths))
+        if "data_floor" in first.extra:
+            label = f"{'data':>6} {'held-out digits':<{width}} {'':>5} "
+            data, data_se = first.extra["data_floor"], first.extra["data_floor_stderr"]
+            lines.append(_row(label, data, data_se, keys, widths))
         for r in rows:
             mark = "=" if r.at_floor else " "
             label = f"{r.budget:>6} {mark}{r.solver:<{width - 1}} {r.nfe:>5} "
@@ -98,15 +108,38 @@ def format_table(records: Sequence[Record]) -> str:
         lines.append("")
     r0 = records[0]
     k = len(r0.p_value)
+    if "exact_sampler" in r0.extra:
+        tests = (
+            "MMD² against 0 and xent against the target's entropy, the others against the "
+            "exact reference's values (Welch); one-sided but xent"
+        )
+    else:
+        tests = (
+            "Welch, against the converged reference's values; one-sided but "
+            + ", ".join(k for k in r0.p_value if k in ("xent", "nn_train"))
+        ).removesuffix(" but ")
     lines.append(
         f"= at the floor: none of the {k} metrics differs from exact sampling (t-tests over the "
-        f"{r0.replicates} replicates: MMD² against 0 and xent against the target's entropy, the "
-        "others against the exact reference's values (Welch); one-sided but xent; every p >= "
+        f"{r0.replicates} replicates: {tests}; every p >= "
         f"{_alpha(records):g}/{k}). min p: the smallest of the {k} p-values. coupled: "
         "E|x - x_ref| from the same x_T (and Brownian path), '-' where the solver has no "
-        "pathwise limit. exact: the target's own sampler (p: Welch test of its SW1 against "
-        "the reference's). Adaptive solvers: NFE is the mean per sample."
+        "pathwise limit."
+        + (
+            " exact: the target's own sampler (p: Welch test of its SW1 against the reference's)."
+            if "exact_sampler" in r0.extra
+            else ""
+        )
+        + " Adaptive solvers: NFE is the mean per sample."
     )
+    if "data_floor" in r0.extra:
+        lines.append(
+            "data: real data scored like the samples at the same n (the data floor: fd of "
+            "training digits against the test set; label_dev, unsure and nn_train of test "
+            "digits). fd: Fréchet distance in the classifier's features to the test set; "
+            "label_dev: largest |share of a class - 1/10| in percentage points; unsure: share "
+            "with class probability <= 0.9; nn_train: mean distance to the nearest training "
+            "image (tested two-sided: lower than held-out data is memorisation)."
+        )
     return "\n".join(lines)
 
 
@@ -273,9 +306,12 @@ def plot_error_vs_nfe(records: Sequence[Record], path: Path) -> None:
     targets = list(dict.fromkeys(r.target for r in records))
     solvers = list(dict.fromkeys(r.solver for r in records))
     style = _styles(solvers)
-    panels = ("sw1", "coupled", "mmd")
+    panels = ("sw1", "coupled", "mmd") + (("fd",) if "fd" in records[0].metrics else ())
     fig, axes = plt.subplots(
-        len(panels), len(targets), squeeze=False, figsize=(5.2 * len(targets) + 3.2, 11)
+        len(panels),
+        len(targets),
+        squeeze=False,
+        figsize=(5.2 * len(targets) + 3.2, 3.7 * len(panels)),
     )
     for j, target in enumerate(targets):
         rows = [r for r in records if r.target == target]
@@ -305,6 +341,13 @@ def plot_error_vs_nfe(records: Sequence[Record], path: Path) -> None:
                            label="exact reference ± 2 s.e.")  # fmt: skip
                 ax.set_yscale("log")
                 ax.set_ylabel("sliced W1 to the target")
+            elif metric == "fd":
+                ax.axhspan(floor - 2 * fse, floor + 2 * fse, color="grey", alpha=0.3)
+                data = rows[0].extra.get("data_floor", {}).get("fd")
+                if data is not None:
+                    ax.axhline(data, color="black", lw=0.8, ls="--", label="held-out data")
+                ax.set_yscale("log")
+                ax.set_ylabel("Fréchet distance to test digits")
             else:
                 ax.axhspan(floor - 2 * fse, floor + 2 * fse, color="grey", alpha=0.3)
                 ax.axhline(0.0, color="black", lw=0.6)
@@ -334,6 +377,87 @@ def _slopes(ax, rows: Sequence[Record]) -> None:
     for p, shade in ((1, "0.2"), (2, "0.45"), (3, "0.7")):
         ax.plot([lo, hi], [e0, e0 * (hi / lo) ** -p], color=shade, lw=0.8, ls=(0, (1, 2)),
                 label=f"slope NFE^-{p}")  # fmt: skip
+
+
+def _mosaic(rows: Sequence[Any]):
+    """Images (K, C, H, W) per row into one (rows * H, K * W[, 3]) array with 1-pixel gaps."""
+    import numpy as np
+
+    k = max(r.shape[0] for r in rows)
+    c, h, w = rows[0].shape[1:]
+    canvas = np.full((len(rows) * (h + 1) - 1, k * (w + 1) - 1, c), np.nan)
+    for i, imgs in enumerate(rows):
+        arr = imgs.detach().cpu().double().clamp(-1, 1).numpy().transpose(0, 2, 3, 1)
+        for j, img in enumerate(arr):
+            canvas[i * (h + 1) : i * (h + 1) + h, j * (w + 1) : j * (w + 1) + w] = img
+    return canvas[..., 0] if c == 1 else (canvas + 1) / 2
+
+
+def plot_sample_grid(rows: Sequence[tuple[str, Any]], path: Path, title: str) -> None:
+    """One labelled row of images per (label, images (K, C, H, W) in [-1, 1]); single-channel
+    images are drawn dark on light (as the digits are)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    canvas = _mosaic([imgs for _, imgs in rows])
+    h = rows[0][1].shape[-2]
+    fig, ax = plt.subplots(figsize=(0.5 + canvas.shape[1] / 14, 0.6 + canvas.shape[0] / 14))
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
+    ax.imshow(canvas, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_yticks([i * (h + 1) + h / 2 - 0.5 for i in range(len(rows))])
+    ax.set_yticklabels([label for label, _ in rows], fontsize=8)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+class SampleCollector:
+    """``compare(on_samples=...)``: keeps the first ``columns`` samples of every run (the same
+    x_T rows in every run), for ``write_sample_grids``."""
+
+    def __init__(self, columns: int = GRID_COLUMNS) -> None:
+        self.columns = columns
+        self.runs: list[tuple[str, int, Any]] = []
+
+    def __call__(self, label: str, nfe: int, x: Any) -> None:
+        self.runs.append((label, nfe, x[: self.columns].detach().cpu()))
+
+
+def _filename(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "+-_" else "_" for ch in label)
+
+
+def write_sample_grids(
+    collector: SampleCollector, records: Sequence[Record], out: str | Path
+) -> list[Path]:
+    """``grids/<solver>.png`` (one row per budget) and ``grids/nfe_<budget>.png`` (one row per
+    solver) under ``out``; every row starts from the same x_T, and the first row is the
+    converged reference. Written only for image-shaped samples (C, H, W) with C in {1, 3}."""
+    runs = [r for r in collector.runs if r[0] != "reference"]
+    refs = [r for r in collector.runs if r[0] == "reference"]
+    if not runs or runs[0][2].dim() != 4 or runs[0][2].shape[1] not in (1, 3) or not refs:
+        return []
+    folder = check_output_dir(Path(out) / "grids")
+    ref_row = (f"reference ({refs[0][1]} NFE)", refs[0][2])
+    budget = {(r.solver, r.nfe): r.budget for r in records}
+    written = []
+    for solver in dict.fromkeys(label for label, _, _ in runs):
+        rows = [ref_row] + [(f"NFE {nfe}", x) for s, nfe, x in runs if s == solver]
+        path = folder / f"{_filename(solver)}.png"
+        plot_sample_grid(rows, path, f"{solver}: the same x_T in every row")
+        written.append(path)
+    for b in sorted(set(budget.values())):
+        rows = [ref_row] + [(f"{s} ({nfe})", x) for s, nfe, x in runs if budget.get((s, nfe)) == b]
+        path = folder / f"nfe_{b:04d}.png"
+        plot_sample_grid(rows, path, f"budget {b} NFE: the same x_T in every row")
+        written.append(path)
+    return written
 
 
 def write_results(
