@@ -151,9 +151,10 @@ def test_solver_specs_options_grids_and_floor_summary(capsys):
     dpm = by[(specs[0], 20)]
     assert dpm.time_grid == "logsnr" and dpm.config.startswith("dpm_solver++") and "3" in dpm.config
     assert by[(specs[1], 10)].time_grid == "uniform" and "eta=1" in by[(specs[1], 10)].config
-    # the adaptive SDE solver runs its (rtol, atol) ladder, filed by its real NFE
+    # the adaptive SDE solver runs its (rtol, atol) ladder, filed by its real NFE; its first
+    # run (rtol 0.2, about 60 NFE) passes the largest budget, so the ladder ends there
     adaptive = [r for r in records if r.solver == "adaptive_sde"]
-    assert len(adaptive) == len(SDE_TOLERANCES)
+    assert len(adaptive) == 1 and f"rtol={SDE_TOLERANCES[0][0]}" in adaptive[0].config
     assert all(r.nfe > 20 and r.budget == r.nfe for r in adaptive)
     # coupled errors: against the ODE reference (dpm_solver++), the reverse-SDE reference
     # (ddim with eta = 1 is ancestral sampling), none for adaptive_sde (its own Brownian path)
