@@ -23,8 +23,8 @@ from torch import Tensor
 
 from scoresde import metrics
 from scoresde.digits.classifier import DigitClassifier
-from scoresde.digits.data import load_split
-from scoresde.digits.train import dequantized
+from scoresde.digits.data import LEVELS, load_split
+from scoresde.likelihood import dequantize
 
 CONFIDENT = 0.9
 TEST_FEATURE_SEED = 1_001
@@ -41,7 +41,8 @@ class DigitsEvaluator:
         self.classifier = classifier.eval()
         self.device = next(classifier.parameters()).device
         test = load_split("test").levels
-        test_x = dequantized(test, torch.Generator().manual_seed(TEST_FEATURE_SEED))
+        gen = torch.Generator().manual_seed(TEST_FEATURE_SEED)
+        test_x = dequantize(test, levels=LEVELS, generator=gen)
         self.test_fit = metrics.gaussian_fit(self._classify(test_x)[0])
         self.train_images = load_split("train").images(torch.float64).flatten(1)
 
@@ -87,6 +88,6 @@ class DigitsEvaluator:
         for _ in range(replicates):
             tr = train[torch.randperm(len(train), generator=gen)[: min(n, len(train))]]
             te = test[torch.randperm(len(test), generator=gen)[: min(n, len(test))]]
-            fd = self.score(dequantized(tr, gen))["fd"]
-            rows.append(dict(self.score(dequantized(te, gen)), fd=fd))
+            fd = self.score(dequantize(tr, levels=LEVELS, generator=gen))["fd"]
+            rows.append(dict(self.score(dequantize(te, levels=LEVELS, generator=gen)), fd=fd))
         return {k: [row[k] for row in rows] for k in self.metrics}

@@ -31,19 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scoresde.digits.classifier import DigitClassifier
-from scoresde.digits.data import BIN_WIDTH, LEVELS, load_split
+from scoresde.digits.data import LEVELS, load_split
 from scoresde.digits.unet import DigitsUNet
+from scoresde.likelihood import dequantize
 from scoresde.schedules import DiscreteSchedule
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 NUM_TIMESTEPS = 1000
 MIN_TEST_ACCURACY = 0.97
-
-
-def dequantized(levels: Tensor, generator: torch.Generator) -> Tensor:
-    """x = -1 + (k + u) 2/17 with u ~ U[0, 1): a uniform draw inside each level's bin."""
-    u = torch.rand(levels.shape, generator=generator, device=levels.device)
-    return -1.0 + (levels.float() + u) * BIN_WIDTH
 
 
 def _shifted(x: Tensor, generator: torch.Generator) -> Tensor:
@@ -83,7 +78,7 @@ def train_classifier(
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, lr, warmup=100)
         idx = torch.randint(0, len(train), (batch,), generator=gen, device=device)
-        x = _shifted(dequantized(levels[idx], gen), gen)
+        x = _shifted(dequantize(levels[idx], levels=LEVELS, generator=gen), gen)
         loss = F.cross_entropy(model(x), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,7 +104,7 @@ def eps_loss(
 
 
 def _simple_loss(net: nn.Module, levels: Tensor, alpha_bars: Tensor, gen: torch.Generator):
-    x0 = dequantized(levels, gen)
+    x0 = dequantize(levels, levels=LEVELS, generator=gen)
     i = torch.randint(1, NUM_TIMESTEPS + 1, (x0.shape[0],), generator=gen, device=x0.device)
     ab = alpha_bars[i - 1].view(-1, 1, 1, 1)
     eps = torch.randn(x0.shape, generator=gen, device=x0.device)
