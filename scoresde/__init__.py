@@ -15,6 +15,13 @@ from scoresde.adapters import (
 from scoresde.brownian_memory import BrownianMemory
 from scoresde.evaluation import compare
 from scoresde.grids import make_time_grid
+from scoresde.guidance import ClassifierFreeGuidance, guidance_interval
+from scoresde.interop import (
+    from_diffusers,
+    from_k_diffusion,
+    time_grid_from_sigmas,
+    time_grid_from_timesteps,
+)
 from scoresde.likelihood import (
     LikelihoodResult,
     bits_per_dim,
@@ -33,6 +40,7 @@ from scoresde.schedules import (
     NoiseSchedule,
 )
 from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
+from scoresde.x0_correction import clip_x0, dynamic_threshold
 
 __version__ = "0.1.0"
 
@@ -42,6 +50,7 @@ __all__ = [
     "VPSDE",
     "BrownianMemory",
     "BrownianNoise",
+    "ClassifierFreeGuidance",
     "CosineSchedule",
     "DiscreteSchedule",
     "GaussianNoise",
@@ -54,16 +63,21 @@ __all__ = [
     "Solution",
     "SubVPSDE",
     "bits_per_dim",
+    "clip_x0",
     "compare",
     "continuous_time",
     "ddpm",
     "decode",
     "dequantize",
     "discrete_index",
+    "dynamic_threshold",
     "encode",
     "eps_from_score",
     "evaluation",
+    "from_diffusers",
+    "from_k_diffusion",
     "grids",
+    "guidance_interval",
     "log_likelihood",
     "make_time_grid",
     "metrics",
@@ -75,5 +89,7 @@ __all__ = [
     "score_from_x0",
     "solvers",
     "targets",
+    "time_grid_from_sigmas",
+    "time_grid_from_timesteps",
     "x0_from_score",
 ]

@@ -26,7 +26,9 @@ before any arithmetic, so solver state stays in x's dtype (float32 typically).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -74,6 +76,13 @@ class Score:
 
     Call it as ``score(x, t)`` with x (B, ...) and t a (B,) tensor. ``eps(x, t)`` and
     ``x0(x, t)`` give the other parameterisations (computed exactly from the same evaluation).
+
+    The network is called as ``net(x, label, **condition)``. ``with_condition(**kw)`` returns a
+    copy that passes per-call keyword arguments (class labels, ``encoder_hidden_states``, ...):
+    a tensor with a leading dimension is per sample (B, ...); anything else is passed as is.
+    ``with_x0_correction(fn)`` returns a copy whose x0 prediction is replaced by fn(x0_hat)
+    (clipping, dynamic thresholding: ``scoresde.x0_correction``), and whose score, eps and x0
+    all follow from the corrected x0: score = (m fn(x0_hat) - x) / s^2.
     """
 
     def __init__(
@@ -93,22 +102,65 @@ class Score:
         self.net, self.sde, self.prediction = net, sde, prediction
         self.time_label = time_label if time_label is not None else continuous_time()
         self.min_std = float(min_std)
+        self.condition: dict[str, Any] = {}
+        self.x0_correction: Callable[[Tensor], Tensor] | None = None
 
-    def _net(self, x: Tensor, t: Tensor) -> Tensor:
-        out = self.net(x, self.time_label(t))
+    # -- derived copies ---------------------------------------------------------------------------
+    def with_condition(self, **condition: Any) -> Score:
+        """A copy whose network calls receive ``condition`` as keyword arguments."""
+        out = copy.copy(self)
+        out.condition = dict(condition)
+        return out
+
+    def with_x0_correction(self, fn: Callable[[Tensor], Tensor] | None) -> Score:
+        """A copy whose x0 prediction is fn(x0_hat) (None removes a correction)."""
+        if fn is not None and not callable(fn):
+            raise TypeError("the x0 correction must be callable as fn(x0_hat) -> x0")
+        out = copy.copy(self)
+        out.x0_correction = fn
+        return out
+
+    def rows(self, index: Tensor) -> Score:
+        """This score for the batch rows ``index`` only (per-sample conditions selected too);
+        for solvers that evaluate part of the batch."""
+        if not self.condition:
+            return self
+        out = copy.copy(self)
+        out.condition = {k: _select_rows(v, index) for k, v in self.condition.items()}
+        return out
+
+    # -- evaluation -------------------------------------------------------------------------
+    def _call_net(self, x: Tensor, label: Tensor, condition: dict[str, Any]) -> Tensor:
+        out = self.net(x, label, **condition)
         if hasattr(out, "sample") and not isinstance(out, Tensor):  # diffusers' output object
             out = out.sample
         return check_output(out, x, "network")
+
+    def _net(self, x: Tensor, t: Tensor) -> Tensor:
+        return self._call_net(x, self.time_label(t), self.condition)
 
     def _coefs(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         m, s = self.sde._marginal(t)
         return broadcast_time(m, x), broadcast_time(s.clamp_min(self.min_std), x)
 
+    def _x0_of(self, out: Tensor, x: Tensor, m: Tensor, s: Tensor) -> Tensor:
+        """x0_hat from the raw network output ``out``."""
+        if self.prediction == "x0":
+            return out
+        if self.prediction == "eps":
+            return (x - s * out) / m
+        if self.prediction == "v":
+            return m * x - s * out  # VP: x0 = m x - s v
+        return (x + s * s * out) / m
+
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         out = self._net(x, t)
-        if self.prediction == "score":
+        if self.prediction == "score" and self.x0_correction is None:
             return out
         m, s = self._coefs(x, t)
+        if self.x0_correction is not None:
+            x0 = self.x0_correction(self._x0_of(out, x, m, s))
+            return (m * x0 - x) / (s * s)
         if self.prediction == "eps":
             return out / s.neg()
         if self.prediction == "x0":
@@ -117,15 +169,58 @@ class Score:
 
     def eps(self, x: Tensor, t: Tensor) -> Tensor:
         """eps_hat(x, t) = -s(t) score(x, t)."""
-        if self.prediction == "eps":
+        if self.prediction == "eps" and self.x0_correction is None:
             return self._net(x, t)
         return eps_from_score(self, self.sde, self.min_std)(x, t)
 
     def x0(self, x: Tensor, t: Tensor) -> Tensor:
-        """Tweedie's denoiser x0_hat = (x + s^2 score) / m."""
-        if self.prediction == "x0":
+        """Tweedie's denoiser x0_hat = (x + s^2 score) / m (after the x0 correction, if any)."""
+        if self.prediction == "x0" and self.x0_correction is None:
             return self._net(x, t)
+        if self.x0_correction is not None:
+            m, s = self._coefs(x, t)
+            return self.x0_correction(self._x0_of(self._net(x, t), x, m, s))
         return x0_from_score(self, self.sde, self.min_std)(x, t)
+
+
+def _select_rows(value: Any, index: Tensor) -> Any:
+    if isinstance(value, Tensor) and value.dim() >= 1:
+        return value.index_select(0, index.to(value.device))
+    return value
+
+
+def bind_condition(score: Callable[..., Tensor], condition: dict[str, Any], batch: int, device):
+    """``score`` with per-call keyword arguments ``condition`` for a batch of ``batch`` samples.
+
+    Tensors with a leading dimension must have one row per sample (``batch`` rows) and are
+    moved to ``device``; a 0-d tensor or a Python number is broadcast to (batch,); other values
+    (strings, None) are passed as they are. A ``Score`` gets them through ``with_condition``;
+    any other callable is called as score(x, t, **condition).
+    """
+    if not isinstance(condition, dict):
+        raise TypeError(f"condition must be a dict of keyword arguments, got {type(condition)}")
+    bound: dict[str, Any] = {}
+    for key, value in condition.items():
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            bound[key] = value
+        elif isinstance(value, (int, float)) or (isinstance(value, Tensor) and value.dim() == 0):
+            bound[key] = torch.as_tensor(value, device=device).expand(batch).clone()
+        elif isinstance(value, Tensor):
+            if value.shape[0] != batch:
+                raise ValueError(
+                    f"condition {key!r} has {value.shape[0]} rows (shape {tuple(value.shape)}); "
+                    f"per-sample conditions need one row per sample, {batch}"
+                )
+            bound[key] = value.to(device)
+        else:
+            bound[key] = value
+    if isinstance(score, Score):
+        return score.with_condition(**bound)
+
+    def conditioned(x: Tensor, t: Tensor) -> Tensor:
+        return score(x, t, **bound)
+
+    return conditioned
 
 
 def score_from_eps(

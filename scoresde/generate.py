@@ -95,7 +95,9 @@ def load_shard(path: Path, start: int, stop: int, shape: tuple[int, ...]) -> np.
 
 def model_fingerprint(spec: ModelSpec, device: str | torch.device = "cpu") -> str:
     """SHA-256 of what identifies the model: its output on a fixed probe input, plus every
-    parameter and buffer when the network is an ``nn.Module``.
+    parameter and buffer when the network is an ``nn.Module`` (or wraps one, as
+    ``interop.DiffusersNet`` does). A conditional model is probed with the conditions of
+    samples 0 and 1.
 
     The probe is x = sin(1 + k) over the (2, *shape) elements, at t = (0.3, 0.7), in float32
     on ``device`` (where the model runs); its output is rounded to 4 significant digits of its
@@ -106,11 +108,11 @@ def model_fingerprint(spec: ModelSpec, device: str | torch.device = "cpu") -> st
     shape = (2, *spec.shape)
     x = torch.sin(1.0 + torch.arange(math.prod(shape), dtype=torch.float32)).reshape(shape)
     with torch.no_grad():
-        out = spec.score(x.to(device), torch.tensor([0.3, 0.7], device=device)).double().cpu()
+        out = spec.probe_score(x.to(device), torch.tensor([0.3, 0.7], device=device)).double().cpu()
     scale = float(out.abs().max()) or 1.0
     h.update(np.round(out.numpy() / scale * 1e4).astype(np.int64).tobytes())
     net = getattr(spec.score, "net", None)
-    if isinstance(net, torch.nn.Module):
+    if isinstance(net, torch.nn.Module) or callable(getattr(net, "state_dict", None)):
         for name, value in net.state_dict().items():
             h.update(name.encode())
             h.update(str((value.dtype, tuple(value.shape))).encode())
@@ -290,6 +292,7 @@ def generate(
                 time_grid=time_grid,
                 noise=noise,
                 generator=torch.Generator(device=device).manual_seed(0),  # unused by design
+                condition=spec.condition_for(idx),  # keyed by sample index, like the noise
             )
             parts.append(sol.samples.detach().cpu().numpy())
             calls += sol.nfe

@@ -19,6 +19,14 @@ to a .py file) and calls ``callable()`` with no arguments. It returns a dict wit
                  data; ``compare`` adds its metrics (see scoresde.digits.evaluation)
     compare_defaults  optional: compare's settings for this model where the caller gives none
                  (nfe, samples, replicates, reference, sde_reference)
+    condition    optional: a function of the sample indices (an int64 (B,) tensor) returning
+                 the network's keyword arguments for those samples, e.g.
+                 lambda i: {"class_labels": i % 10}; ``generate`` keys it by the global sample
+                 index (so samples do not depend on the batch size), ``compare`` by the index
+                 within each replicate
+
+The callable may instead return a ``ModelSpec`` (``scoresde.interop.from_diffusers`` and
+``from_k_diffusion`` build one); set its ``condition`` field for conditional models.
 
 See examples/user_model.py.
 """
@@ -35,18 +43,41 @@ from typing import Any
 
 import torch
 
-from scoresde.adapters import Score
+from scoresde.adapters import Score, bind_condition
 from scoresde.schedules import LinearSchedule, NoiseSchedule
 from scoresde.sde import SDE, VPSDE
+
+ConditionFn = Callable[[torch.Tensor], dict[str, Any]]
 
 
 @dataclass
 class ModelSpec:
+    """A model ready to sample: its score, SDE, the shape of one sample and, optionally, a
+    data-side evaluator, compare defaults and per-sample conditioning (see the module doc)."""
+
     score: Score
     sde: SDE
     shape: tuple[int, ...]
     evaluator: Any = None
     compare_defaults: dict[str, Any] = field(default_factory=dict)
+    condition: ConditionFn | None = None
+
+    def condition_for(self, indices: torch.Tensor) -> dict[str, Any] | None:
+        """The network's keyword arguments for the samples ``indices`` (None if unconditional)."""
+        if self.condition is None:
+            return None
+        kwargs = self.condition(indices)
+        if not isinstance(kwargs, dict):
+            raise TypeError(
+                f"the model's condition function must return a dict, got {type(kwargs).__name__}"
+            )
+        return kwargs
+
+    def probe_score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """score(x, t) for a probe batch, with the conditions of samples 0 .. B-1."""
+        cond = self.condition_for(torch.arange(x.shape[0], device=x.device))
+        score = bind_condition(self.score, cond, x.shape[0], x.device) if cond else self.score
+        return score(x, t)
 
 
 def _digits() -> dict[str, Any]:
@@ -91,6 +122,8 @@ def load_model(ref: str) -> ModelSpec:
         if not callable(factory):
             raise ValueError(f"--model: {module} has no callable named {name!r}")
     spec = factory()
+    if isinstance(spec, ModelSpec):
+        return _checked(spec)
     if not isinstance(spec, dict) or "net" not in spec or "shape" not in spec:
         raise ValueError("--model: the callable must return a dict with at least 'net' and 'shape'")
     shape = tuple(int(n) for n in spec["shape"])
@@ -101,18 +134,28 @@ def load_model(ref: str) -> ModelSpec:
             raise ValueError("--model: 'schedule' must be a scoresde NoiseSchedule")
         sde = VPSDE(schedule)
     score = Score(spec["net"], sde, spec.get("prediction", "eps"), spec.get("time_label"))
-    probe = torch.zeros(2, *shape)
-    try:
-        score(probe, torch.full((2,), 0.5))
-    except ValueError as e:
-        raise ValueError(f"--model: {e}") from None
+    condition = spec.get("condition")
+    if condition is not None and not callable(condition):
+        raise ValueError("--model: 'condition' must be a function of the sample indices")
     defaults = dict(spec.get("compare_defaults", {}))
-    unknown = set(defaults) - set(COMPARE_DEFAULT_KEYS)
+    return _checked(ModelSpec(score, sde, shape, spec.get("evaluator"), defaults, condition))
+
+
+def _checked(spec: ModelSpec) -> ModelSpec:
+    """Check the compare defaults and the network's output shape on a probe batch."""
+    spec.shape = tuple(int(n) for n in spec.shape)
+    unknown = set(spec.compare_defaults) - set(COMPARE_DEFAULT_KEYS)
     if unknown:
         raise ValueError(
             f"--model: unknown compare_defaults {sorted(unknown)}; known: {COMPARE_DEFAULT_KEYS}"
         )
-    return ModelSpec(score, sde, shape, spec.get("evaluator"), defaults)
+    probe = torch.zeros(2, *spec.shape)
+    try:
+        with torch.no_grad():
+            spec.probe_score(probe, torch.full((2,), 0.5))
+    except ValueError as e:
+        raise ValueError(f"--model: {e}") from None
+    return spec
 
 
 COMPARE_DEFAULT_KEYS = ("nfe", "samples", "replicates", "reference", "sde_reference")

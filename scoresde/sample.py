@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoresde.adapters import Score
+from scoresde.adapters import Score, bind_condition
 from scoresde.checks import check_output, check_sampling_dtype
 from scoresde.grids import make_time_grid
 from scoresde.noise import NoiseSource, make_noise
@@ -64,6 +64,18 @@ class _CountedScore:
         self.count += 1
         return self.score.eps(x, t)
 
+    def rows(self, index: Tensor) -> ScoreFn:
+        """This counted score on the batch rows ``index`` (per-sample conditions follow)."""
+        if not isinstance(self.score, Score) or not self.score.condition:
+            return self
+        part = self.score.rows(index)
+
+        def call(x: Tensor, t: Tensor) -> Tensor:
+            self.count += 1
+            return part(x, t)
+
+        return call
+
 
 def _default_eps(sde: SDE) -> float:
     schedule = getattr(sde, "schedule", None)
@@ -102,6 +114,7 @@ def sample(
     callback: StepCallback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
+    condition: dict[str, Any] | None = None,
 ) -> Solution:
     """Draw samples by integrating the reverse SDE / probability-flow ODE of ``sde``.
 
@@ -130,6 +143,11 @@ def sample(
         progress: show a tqdm progress bar on stderr.
         return_trajectory: keep x_T and every state passed to the callback (memory grows with
             N): (N + 1, B, ...) for fixed-step solvers.
+        condition: keyword arguments for the network on every call (class labels,
+            ``encoder_hidden_states``, ...): a tensor is per sample with B rows (moved to the
+            sample's device), a number or 0-d tensor is broadcast to (B,). See
+            ``adapters.bind_condition``; for classifier-free guidance wrap the score in
+            ``ClassifierFreeGuidance`` and give the condition here.
 
     Returns:
         ``Solution``. Raises ``NonFiniteSampleError`` naming the first step whose result
@@ -168,6 +186,8 @@ def sample(
         x = x_T.to(device=device, dtype=dtype).contiguous()
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x_T contains NaN or Inf")
+    if condition:
+        score = bind_condition(score, condition, x.shape[0], device)
 
     def make_run() -> Run:
         counted = _CountedScore(score)

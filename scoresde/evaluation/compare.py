@@ -226,6 +226,7 @@ class _Problem:
     target: GaussianMixture | None
     event_shape: tuple[int, ...]
     evaluator: Any = None
+    model: ModelSpec | None = None  # for its per-sample conditions
 
 
 def _problem(target: str, schedule: str, model: tuple[str, ModelSpec] | None) -> _Problem:
@@ -233,7 +234,7 @@ def _problem(target: str, schedule: str, model: tuple[str, ModelSpec] | None) ->
         raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     if model is not None:
         name, spec = model
-        return _Problem(name, spec.sde, spec.score, None, spec.shape, spec.evaluator)
+        return _Problem(name, spec.sde, spec.score, None, spec.shape, spec.evaluator, spec)
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
     sde = VPSDE(SCHEDULES[schedule]())
@@ -255,8 +256,12 @@ class _Runner:
         # stay independent and each sees a batch of n, as a user's run would
         parts = self.x_T.chunk(self.replicates) if solver.batch_coupled else [self.x_T]
         start, sols = time.perf_counter(), []
+        n = self.x_T.shape[0] // self.replicates
         for r, x_T in enumerate(parts):
             gen = torch.Generator(device=self.dev).manual_seed(self.noise_seed + r)
+            model = self.problem.model  # conditions keyed by the index within a replicate
+            index = torch.arange(x_T.shape[0], device=self.dev) % n
+            condition = model.condition_for(index) if model is not None else None
             sols.append(
                 sample(
                     self.problem.score,
@@ -268,6 +273,7 @@ class _Runner:
                     generator=gen,
                     noise="brownian" if solver.stochastic else "gaussian",
                     dtype=dtype,
+                    condition=condition,
                 )
             )
         if self.dev.type == "cuda":

@@ -6,6 +6,7 @@ scoresde.solvers.register(name, cls)    add your own (a ``Solver`` subclass or f
 """
 
 from scoresde.solvers.adaptive_sde import GottaGoFast
+from scoresde.solvers.ancestral import DPMSolverPP2SAncestral, EulerAncestral
 from scoresde.solvers.base import AffineSolver, Run, Solver
 from scoresde.solvers.edm import EDMHeun
 from scoresde.solvers.exponential import (
@@ -39,6 +40,8 @@ for _cls in (
     SDEDPMSolverPP,
     EDMHeun,
     GottaGoFast,
+    EulerAncestral,
+    DPMSolverPP2SAncestral,
 ):
     register(_cls.name, _cls)
 
@@ -50,8 +53,10 @@ __all__ = [
     "DDPMAncestral",
     "DPMSolverMultistep",
     "DPMSolverPP",
+    "DPMSolverPP2SAncestral",
     "DPMSolverSinglestep",
     "EDMHeun",
+    "EulerAncestral",
     "EulerMaruyama",
     "GottaGoFast",
     "LangevinCorrector",

@@ -95,7 +95,7 @@ class GottaGoFast(Solver):
         xs, ts = x.index_select(0, index), t.index_select(0, index)
         g2 = run.sde._diffusion(ts).square()
         a = run.sde._drift_coeff(ts)
-        f = run.score(xs, ts) * broadcast_time(g2, xs) - broadcast_time(a, xs) * xs
+        f = run.score.rows(index)(xs, ts) * broadcast_time(g2, xs) - broadcast_time(a, xs) * xs
         return out.index_copy_(0, index, f)
 
     def _ceiling(self, run: Run, t: Tensor, t_next: Tensor) -> Tensor:

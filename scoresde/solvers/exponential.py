@@ -124,24 +124,60 @@ def _combine(x: Tensor, cx: float, terms: list[tuple[float, Tensor]]) -> Tensor:
     return out
 
 
+SOLVER_TYPES = ("taylor", "heun", "midpoint")
+
+
+def _check_solver_type(solver_type: str) -> str:
+    if solver_type not in SOLVER_TYPES:
+        raise ValueError(
+            f"solver_type must be one of {', '.join(SOLVER_TYPES)}, got {solver_type!r}"
+        )
+    return solver_type
+
+
+def _library_weights(c: list[float], h: float, solver_type: str) -> list[float]:
+    """Taylor weights c (on f, f', f'') turned into diffusers'/k-diffusion's conventions.
+
+    Both libraries write the update with D1 = h f' and D2 = h^2 f'' / 2 (the derivatives of
+    the same interpolating polynomial) and give D2 the weight c_2 / h^2, half the Taylor
+    weight 2 c_2 / h^2: their third-order steps keep half of the f'' term. "midpoint" at
+    second order weights D1 with half the first-order weight, c_0 / 2 (Lu et al. 2022b,
+    eq. 15's midpoint variant); "heun" keeps the Taylor weight c_1 there.
+    """
+    c = list(c)
+    if len(c) == 3:
+        c[2] /= 2
+    elif len(c) == 2 and solver_type == "midpoint":
+        c[1] = 0.5 * c[0] * h
+    return c
+
+
 class _Multistep(Solver):
     """Multistep exponential integrator of order 1..3; one evaluation per step."""
 
     prediction = "x0"
 
-    def __init__(self, order: int = 2, lower_order_final: bool = True) -> None:
+    def __init__(
+        self, order: int = 2, lower_order_final: bool = True, solver_type: str = "taylor"
+    ) -> None:
         self.order = _check_order(order, 3)
         self.lower_order_final = bool(lower_order_final)
+        self.solver_type = _check_solver_type(solver_type)
 
     def prepare(self, run: Run) -> tuple[_Grid, _Predictor]:
         return _Grid.of(run.sde, run.grid), _Predictor(run)
 
     def step_order(self, k: int, run: Run) -> int:
-        """Warm-up from order 1; with few steps, also lower orders on the final steps."""
+        """Warm-up from order 1; with few steps, also lower orders on the final steps.
+
+        "taylor" (Lu et al.'s reference code): with fewer than 15 steps, the last exponential
+        step is first order and the one before at most second. "heun"/"midpoint" (diffusers):
+        only the step to t = 0 is first order, and the one before it at most second.
+        """
         q = min(self.order, k + 1)
         exp_steps = run.steps - 1  # exponential steps T -> eps (the last step is the denoiser)
-        if self.lower_order_final and exp_steps < 15:
-            q = min(q, exp_steps - k)
+        if self.lower_order_final and run.steps < 15:
+            q = min(q, exp_steps - k + (self.solver_type != "taylor"))
         return max(q, 1)
 
     def coefficients(self, g: _Grid, k: int, q: int) -> tuple[float, list[float]]:
@@ -155,6 +191,8 @@ class _Multistep(Solver):
         else:
             cx = g.sigma[k + 1] / g.sigma[k]
             c = [g.alpha[k + 1] * h ** (i + 1) * phi(i + 1, -h) for i in range(q)]
+        if self.solver_type != "taylor":
+            c = _library_weights(c, h, self.solver_type)
         return cx, (np.asarray(c) @ w).tolist()
 
     def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
@@ -168,7 +206,8 @@ class _Multistep(Solver):
         return _combine(x, cx, list(zip(w, g.history, strict=False)))
 
     def describe(self) -> str:
-        return f"{self.name}(order={self.order})"
+        kind = "" if self.solver_type == "taylor" else f", {self.solver_type}"
+        return f"{self.name}(order={self.order}{kind})"
 
 
 class DPMSolverPP(_Multistep):
@@ -178,6 +217,12 @@ class DPMSolverPP(_Multistep):
     D^(k) the lambda-derivatives of the x0 prediction from the last ``order`` steps. Order 1
     is DDIM; the first step warms up at order 1, and with fewer than 15 steps the last steps
     lower their order (``lower_order_final``), as recommended in the paper.
+
+    ``solver_type``: "taylor" (default) is the expansion above. "heun" and "midpoint" are
+    diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`` with that
+    ``solver_type`` (k-diffusion's ``sample_dpmpp_2m`` is "midpoint"), their lower-order
+    rule included: "heun" equals "taylor" at second order; at third order both keep half of
+    the f'' term (see ``_library_weights``).
     """
 
     name = "dpm_solver++"
@@ -297,21 +342,26 @@ class DDIM(AffineSolver):
 
 
 class SDEDPMSolverPP(Solver):
-    """SDE-DPM-Solver++ (Lu et al. 2022b, App. D; 1 or 2M), data prediction, stochastic.
+    """SDE-DPM-Solver++ (Lu et al. 2022b, App. D; orders 1-3), data prediction, stochastic.
 
-    The reverse SDE's exact solution in lambda, with x0 expanded to first order:
-    x_t = (sigma_t/sigma_s) e^(-h) x_s + alpha_t (1 - e^(-2h)) D + alpha_t (h - (1 - e^(-2h))/2) D'
-          + sigma_t sqrt(1 - e^(-2h)) z,
-    D' from the previous step's prediction (order 2). Order 1 on consecutive DDPM timesteps is
-    ancestral sampling with the posterior variance.
+    The reverse SDE's exact solution in lambda, with x0 expanded in a Taylor series:
+    x_t = (sigma_t/sigma_s) e^(-h) x_s + alpha_t sum_k c_k D^(k) + sigma_t sqrt(1 - e^(-2h)) z,
+    c_k = integral_0^h 2 e^(2(u-h)) u^k/k! du:
+        c_0 = 1 - e^(-2h),  c_1 = h - (1 - e^(-2h))/2,  c_2 = 2 h^3 phi_3(-2h),
+    D^(k) from the previous steps' predictions. Order 1 on consecutive DDPM timesteps is
+    ancestral sampling with the posterior variance. ``solver_type`` "heun"/"midpoint" are
+    diffusers' ``sde-dpmsolver++`` (orders 1-2) and k-diffusion's ``sample_dpmpp_2m_sde``
+    (midpoint by default) and ``sample_dpmpp_3m_sde`` ("heun"), which keep half of the f''
+    term at third order (see ``_library_weights``).
     """
 
     name = "sde_dpm_solver++"
     stochastic = True
     pathwise_limit = "reverse_sde"
 
-    def __init__(self, order: int = 2) -> None:
-        self.order = _check_order(order, 2)
+    def __init__(self, order: int = 2, solver_type: str = "taylor") -> None:
+        self.order = _check_order(order, 3)
+        self.solver_type = _check_solver_type(solver_type)
 
     def prepare(self, run: Run):
         return _Grid.of(run.sde, run.grid), _Predictor(run)
@@ -319,13 +369,18 @@ class SDEDPMSolverPP(Solver):
     def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
         g, predict = plan
         d = predict.x0(x, run.t[k], g.alpha[k], g.sigma[k])
-        g.history = [d, *g.history[:1]]
+        g.history = [d, *g.history[: self.order - 1]]
         h = g.lam[k + 1] - g.lam[k]  # inf on the last step when sigma_0 = 0
         one_m = -math.expm1(-2 * h)  # 1 - e^(-2h)
         last = run.is_last(k)  # own step to t = 0 (denoise=False): first order, no noise
         q = 1 if last else min(self.order, len(g.history))
-        c = [g.alpha[k + 1] * one_m, g.alpha[k + 1] * (h - one_m / 2)]
-        w = np.asarray(c[:q]) @ taylor_weights([g.lam[k - j] for j in range(q)], q)
+        a_t = g.alpha[k + 1]
+        c = [a_t * one_m]
+        if q > 1:
+            c += [a_t * (h - one_m / 2), a_t * 2 * h**3 * phi(3, -2 * h)][: q - 1]
+        if self.solver_type != "taylor":
+            c = _library_weights(c, h, self.solver_type)
+        w = np.asarray(c) @ taylor_weights([g.lam[k - j] for j in range(q)], q)
         cx = g.sigma[k + 1] / g.sigma[k] * math.exp(-h)
         out = _combine(x, cx, list(zip(w.tolist(), g.history, strict=False)))
         if last:
@@ -334,4 +389,5 @@ class SDEDPMSolverPP(Solver):
         return out.add_(z, alpha=g.sigma[k + 1] * math.sqrt(one_m))
 
     def describe(self) -> str:
-        return f"{self.name}(order={self.order})"
+        kind = "" if self.solver_type == "taylor" else f", {self.solver_type}"
+        return f"{self.name}(order={self.order}{kind})"
