@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from scoresde.solvers.base import Run, Solver
-from scoresde.solvers.exponential import DDIM, _Predictor
+from scoresde.solvers.exponential import DDIM, _Predictor, check_eta
 
 
 class EulerAncestral(DDIM):
@@ -77,11 +77,8 @@ class DPMSolverPP2SAncestral(Solver):
     order = 2.0
 
     def __init__(self, eta: float = 1.0) -> None:
-        eta = float(eta)
-        if not (math.isfinite(eta) and 0.0 <= eta <= 1.0):
-            raise ValueError(f"eta must lie in [0, 1], got {eta}")
-        self.eta = eta
-        self.stochastic = eta > 0
+        self.eta = check_eta(eta)
+        self.stochastic = self.eta > 0
 
     @property
     def pathwise_limit(self) -> str | None:

@@ -54,6 +54,14 @@ def _check_order(order: int, highest: int) -> int:
     return order
 
 
+def check_eta(eta: float) -> float:
+    """eta, the share of the posterior std an ancestral/DDIM step adds, as a float in [0, 1]."""
+    eta = float(eta)
+    if not (math.isfinite(eta) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    return eta
+
+
 def phi(k: int, z: float) -> float:
     """phi_k(z) = (e^z - sum_{j<k} z^j/j!) / z^k, by its series for small |z| (no cancellation)."""
     if abs(z) < 0.1:
@@ -317,11 +325,8 @@ class DDIM(AffineSolver):
     name = "ddim"
 
     def __init__(self, eta: float = 0.0) -> None:
-        eta = float(eta)
-        if not (math.isfinite(eta) and 0.0 <= eta <= 1.0):
-            raise ValueError(f"eta must lie in [0, 1], got {eta}")
-        self.eta = eta
-        self.stochastic = eta > 0
+        self.eta = check_eta(eta)
+        self.stochastic = self.eta > 0
 
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
         a_s, s_s = sde._marginal(t)
