@@ -216,11 +216,25 @@ def bind_condition(score: Callable[..., Tensor], condition: dict[str, Any], batc
             bound[key] = value
     if isinstance(score, Score):
         return score.with_condition(**bound)
+    return ConditionedFn(score, bound)
 
-    def conditioned(x: Tensor, t: Tensor) -> Tensor:
-        return score(x, t, **bound)
 
-    return conditioned
+class ConditionedFn:
+    """A plain score function with bound keyword arguments: fn(x, t, **condition).
+
+    Like ``Score.rows``, ``rows(index)`` selects the per-sample conditions of part of the batch.
+    """
+
+    def __init__(self, fn: Callable[..., Tensor], condition: dict[str, Any]) -> None:
+        self.fn, self.condition = fn, condition
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.fn(x, t, **self.condition)
+
+    def rows(self, index: Tensor) -> ConditionedFn:
+        return ConditionedFn(
+            self.fn, {k: _select_rows(v, index) for k, v in self.condition.items()}
+        )
 
 
 def score_from_eps(

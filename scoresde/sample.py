@@ -66,13 +66,15 @@ class _CountedScore:
 
     def rows(self, index: Tensor) -> ScoreFn:
         """This counted score on the batch rows ``index`` (per-sample conditions follow)."""
-        if not isinstance(self.score, Score) or not self.score.condition:
+        select = getattr(self.score, "rows", None)  # Score and ConditionedFn
+        if select is None:
             return self
-        part = self.score.rows(index)
+        part = select(index)
 
         def call(x: Tensor, t: Tensor) -> Tensor:
             self.count += 1
-            return part(x, t)
+            out = part(x, t)
+            return out if self.checked else check_output(out, x, "score")
 
         return call
 

@@ -147,11 +147,20 @@ def test_condition_errors_name_the_argument():
         ClassifierFreeGuidance(sd.Score(MixtureNet(), SDE, "eps"), math.nan, {"class_labels": 0})
 
 
-def test_per_sample_conditions_follow_the_rows_of_adaptive_solvers():
-    """adaptive_sde evaluates only the rows that need it: their labels go with them."""
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_per_sample_conditions_follow_the_rows_of_adaptive_solvers(wrapped):
+    """adaptive_sde evaluates only the rows that need it: their labels go with them, for a
+    ``Score`` and for a plain function score(x, t, **condition) alike."""
     x, _, labels = _inputs(16)
     net = MixtureNet()  # asserts labels and x have the same rows on every call
-    score = sd.Score(net, SDE, "eps")
+    if wrapped:
+        score = sd.Score(net, SDE, "eps")
+    else:
+
+        def score(xx, tt, class_labels):
+            s = SDE._marginal(tt)[1][:, None]
+            return -net(xx, tt, class_labels) / s
+
     sol = sd.sample(score, SDE, x_T=x, solver=sd.solvers.get("adaptive_sde", atol=1e-2),
                     generator=torch.Generator().manual_seed(0), steps=8,
                     condition={"class_labels": labels})  # fmt: skip

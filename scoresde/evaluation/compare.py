@@ -256,12 +256,12 @@ class _Runner:
         # stay independent and each sees a batch of n, as a user's run would
         parts = self.x_T.chunk(self.replicates) if solver.batch_coupled else [self.x_T]
         start, sols = time.perf_counter(), []
-        n = self.x_T.shape[0] // self.replicates
+        n, model = self.x_T.shape[0] // self.replicates, self.problem.model
         for r, x_T in enumerate(parts):
             gen = torch.Generator(device=self.dev).manual_seed(self.noise_seed + r)
-            model = self.problem.model  # conditions keyed by the index within a replicate
-            index = torch.arange(x_T.shape[0], device=self.dev) % n
-            condition = model.condition_for(index) if model is not None else None
+            condition = None
+            if model is not None:  # conditions keyed by the index within a replicate
+                condition = model.condition_for(torch.arange(x_T.shape[0], device=self.dev) % n)
             sols.append(
                 sample(
                     self.problem.score,
