@@ -18,7 +18,15 @@ import diffusers
 import scoresde as sd
 from scoresde.interop import diffusers_timesteps, from_k_diffusion, time_grid_from_sigmas
 from tests.reference_samplers import ListNoise, k_diffusion_modules, tiny_unet
-from tests.test_interop import DIFFUSERS_CASES, K_CASES, B, N, diffusers_parity
+from tests.test_interop import (
+    DIFFUSERS_CASES,
+    K_CASES,
+    SIGMA_MIN_CASES,
+    B,
+    N,
+    diffusers_parity,
+    diffusers_parity_sigma_min,
+)
 
 
 def _noise(seed):
@@ -42,6 +50,17 @@ def main() -> None:
             ours, theirs, _ = diffusers_parity(unet, _noise(seed), name, config, solver, options)
             worst = max(worst, float((ours - theirs).abs().max() / theirs.abs().max()))
         print(f"| diffusers | {name} ({_fmt(config)}) | {solver} ({_fmt(options)}) | {worst:.1e} |")
+    for name, config, solver, options in SIGMA_MIN_CASES:
+        worst = 0.0
+        for seed in seeds:
+            ours, theirs = diffusers_parity_sigma_min(
+                unet, _noise(seed), name, config, solver, options
+            )
+            worst = max(worst, float((ours - theirs).abs().max() / theirs.abs().max()))
+        print(
+            f"| diffusers, to sigma_min | {name} ({_fmt(config)}) | {solver} ({_fmt(options)}) "
+            f"| {worst:.1e} |"
+        )
     sampling, external = k_diffusion_modules()
     acp = diffusers.DDPMScheduler().alphas_cumprod.double()
     den = external.DiscreteEpsDDPMDenoiser(lambda x, t: unet(x, t).sample, acp, True)

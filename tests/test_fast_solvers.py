@@ -8,6 +8,7 @@ import torch
 
 import scoresde as sd
 from scoresde.grid_search import optimise_grid
+from scoresde.grids import make_time_grid
 from scoresde.metrics import sliced_wasserstein
 from scoresde.targets import mixture_2d, mixture_8d
 
@@ -55,6 +56,21 @@ ORDER_CASES = [
     ("dpm_solver++_2s_ancestral", {"eta": 0.0}, 2),
     ("dpm_solver++", {"order": 2, "solver_type": "midpoint", "lower_order_final": False}, 2),
     ("dpm_solver++", {"order": 2, "solver_type": "heun", "lower_order_final": False}, 2),
+    # UniC-p lifts UniP-p's order p to p + 1 with no extra evaluation
+    ("unipc", {"order": 1, "variant": "bh1"}, 2),
+    ("unipc", {"order": 2, "variant": "bh1", "lower_order_final": False}, 3),
+    ("unipc", {"order": 2, "variant": "bh2", "lower_order_final": False}, 3),
+    ("unipc", {"order": 3, "variant": "bh2", "lower_order_final": False}, 4),
+    ("unipc", {"order": 2, "prediction": "eps", "lower_order_final": False}, 3),
+    ("unipc", {"order": 2, "corrector": False, "lower_order_final": False}, 2),
+    ("unipc", {"order": 3, "corrector": False, "lower_order_final": False}, 3),
+    ("deis", {"order": 2, "lower_order_final": False}, 2),
+    ("deis", {"order": 3, "lower_order_final": False}, 3),
+    ("deis", {"order": 2, "basis": "t", "lower_order_final": False}, 2),
+    ("deis", {"order": 3, "basis": "t", "lower_order_final": False}, 3),
+    ("dpm_solver++_single", {"order": 2}, 2),
+    ("dpm_solver++_single", {"order": 3}, 3),
+    ("dpm_solver++_single", {"order": 2, "solver_type": "midpoint"}, 2),
 ]
 
 
@@ -153,9 +169,65 @@ def test_ddim_equals_dpm_solver_1(sde):
                          time_grid="logsnr").samples  # fmt: skip
 
     ddim = run(sd.solvers.get("ddim"))
-    for other in (sd.solvers.get("dpm_solver", order=1), sd.solvers.get("dpm_solver++", order=1),
-                  sd.solvers.get("dpm_solver_single", order=1)):  # fmt: skip
-        torch.testing.assert_close(run(other), ddim, rtol=1e-12, atol=1e-12)
+    for name in ("dpm_solver", "dpm_solver++", "dpm_solver_single", "dpm_solver++_single"):
+        torch.testing.assert_close(run(sd.solvers.get(name, order=1)), ddim, rtol=1e-12, atol=1e-12)
+    for basis in ("log_rho", "t"):
+        deis = sd.solvers.get("deis", order=1, basis=basis)
+        torch.testing.assert_close(run(deis), ddim, rtol=1e-12, atol=1e-12)
+    for prediction in ("x0", "eps"):
+        unip = sd.solvers.get("unipc", order=1, corrector=False, prediction=prediction)
+        torch.testing.assert_close(run(unip), ddim, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("sde", [sd.VPSDE(), sd.VPSDE(sd.CosineSchedule()), sd.VESDE()])
+@pytest.mark.parametrize("order", [2, 3])
+def test_deis_in_log_rho_is_multistep_dpm_solver(sde, order):
+    """Both interpolate eps by a polynomial in lambda = -log rho through the same points and
+    integrate it exactly: DEIS by quadrature of the Lagrange basis, DPM-Solver by phi-functions.
+    Agreement to 1e-12 checks both constructions against each other."""
+
+    def score(x, t):  # a non-Gaussian field, so the interpolants are not trivially exact
+        return _gaussian_score(sde)(x, t) + 0.1 * torch.sin(x)
+
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    runs = [sd.sample(score, sde, x_T=x_T, solver=sd.solvers.get(name, order=order), steps=12,
+                      time_grid="logsnr").samples for name in ("deis", "dpm_solver")]  # fmt: skip
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-12, atol=1e-12)
+
+
+def test_deis_t_basis_weights_integrate_the_lagrange_basis():
+    """tAB-DEIS weights against scipy's adaptive quadrature of l_j(t) d rho/dt over the step,
+    with d rho/dt by autograd: an independent route to the same integrals."""
+    from scipy.integrate import quad
+
+    sde = sd.VPSDE()
+    grid = make_time_grid(sde, 12, "quadratic", 1e-3)
+    solver = sd.solvers.DEIS(order=3, basis="t")
+    run = sd.solvers.Run(sde, None, None, grid, [], True, None)
+    g, _ = solver.prepare(run)
+
+    def drho(t):
+        tt = torch.tensor(t, dtype=torch.float64, requires_grad=True)
+        m, s = sde._marginal(tt)
+        (grad,) = torch.autograd.grad(s / m, tt)
+        return float(grad)
+
+    times = grid.tolist()
+    for k in (2, 6, 10):
+        cx, w = solver.coefficients(g, k, 3)
+        nodes = [times[k - j] for j in range(3)]
+        for j in range(3):
+
+            def basis(t, j=j, nodes=nodes):
+                out = 1.0
+                for i in range(3):
+                    if i != j:
+                        out *= (t - nodes[i]) / (nodes[j] - nodes[i])
+                return out * drho(t)
+
+            exact = g.alpha[k + 1] * quad(basis, times[k], times[k + 1], epsabs=0, epsrel=1e-12)[0]
+            assert w[j] == pytest.approx(exact, rel=1e-9, abs=1e-12)
+        assert cx == pytest.approx(g.alpha[k + 1] / g.alpha[k], rel=1e-14)
 
 
 @pytest.mark.parametrize("solver", [sd.solvers.DDIM(eta=1.0), sd.solvers.SDEDPMSolverPP(order=1)])
@@ -202,6 +274,11 @@ def test_bad_solver_options():
         (lambda: sd.solvers.get("dpm_solver++_2s_ancestral", eta=2), r"eta must lie in \[0, 1\]"),
         (lambda: sd.solvers.get("edm_heun", s_churn=-1), "s_churn"),
         (lambda: sd.solvers.get("adaptive_sde", rtol=0), "rtol"),
+        (lambda: sd.solvers.get("unipc", variant="bh3"), "variant must be one of bh1, bh2"),
+        (lambda: sd.solvers.get("unipc", prediction="v"), "prediction must be 'x0' or 'eps'"),
+        (lambda: sd.solvers.get("unipc", order=4), "order must be 1, 2 or 3"),
+        (lambda: sd.solvers.get("deis", basis="rho"), "basis must be one of log_rho, t"),
+        (lambda: sd.solvers.get("dpm_solver++_single", solver_type="bh1"), "solver_type"),
     ]:
         with pytest.raises(ValueError, match=match):
             make()

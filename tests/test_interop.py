@@ -141,6 +141,19 @@ DIFFUSERS_CASES = [
     ("DPMSolverMultistepScheduler",
      {"solver_order": 2, "thresholding": True, "sample_max_value": 1.5},
      "dpm_solver++", {"order": 2, "solver_type": "midpoint"}),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 2, "solver_type": "midpoint"},
+     "dpm_solver++_single", {"order": 2, "solver_type": "midpoint"}),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 2, "solver_type": "heun"},
+     "dpm_solver++_single", {"order": 2, "solver_type": "heun"}),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 3, "solver_type": "midpoint"},
+     "dpm_solver++_single", {"order": 3, "solver_type": "midpoint"}),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 3, "solver_type": "heun"},
+     "dpm_solver++_single", {"order": 3}),
+    ("UniPCMultistepScheduler", {"solver_order": 1}, "unipc", {"order": 1}),
+    ("UniPCMultistepScheduler", {"solver_order": 2}, "unipc", {"order": 2}),
+    ("UniPCMultistepScheduler", {"solver_order": 3}, "unipc", {"order": 3}),
+    ("UniPCMultistepScheduler", {"solver_order": 3, "disable_corrector": list(range(N))},
+     "unipc", {"order": 3, "corrector": False}),
 ]  # fmt: skip
 
 VE_FORM = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler")
@@ -170,6 +183,53 @@ def diffusers_parity(unet, noise, scheduler_name, config, solver, options, steps
 @pytest.mark.parametrize(("scheduler", "config", "solver", "options"), DIFFUSERS_CASES)
 def test_parity_with_diffusers(unet, noise, scheduler, config, solver, options):
     ours, theirs, _ = diffusers_parity(unet, noise, scheduler, config, solver, options)
+    assert _rel(ours, theirs) <= TOL
+
+
+# These schedulers end at sigma_min = sigma(timestep 0) rather than at the denoised x0: DEIS
+# always, UniPC with final_sigmas_type="sigma_min" (with its default "zero", diffusers' bh1
+# returns NaN: its last step multiplies B(h) = -h = -inf by an empty sum). Ours runs one more
+# grid point, t(timestep 0), and the comparison reads the state there. With
+# lower_order_final=False both sides keep the same order on that step.
+SIGMA_MIN_CASES = [
+    ("DEISMultistepScheduler", {"solver_order": 1}, "deis", {"order": 1}),
+    ("DEISMultistepScheduler", {"solver_order": 2}, "deis", {"order": 2}),
+    ("DEISMultistepScheduler", {"solver_order": 3}, "deis", {"order": 3}),
+    ("DEISMultistepScheduler", {"solver_order": 3, "lower_order_final": False},
+     "deis", {"order": 3, "lower_order_final": False}),
+    ("UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh1"},
+     "unipc", {"order": 2, "variant": "bh1"}),
+    ("UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh1"},
+     "unipc", {"order": 3, "variant": "bh1"}),
+    ("UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh2"},
+     "unipc", {"order": 3, "variant": "bh2"}),
+    ("UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh2", "predict_x0": False},
+     "unipc", {"order": 2, "variant": "bh2", "prediction": "eps"}),
+]  # fmt: skip
+
+
+def diffusers_parity_sigma_min(unet, noise, scheduler_name, config, solver, options):
+    """(ours, theirs) at sigma_min for a scheduler that stops there, with the same start."""
+    z_T, _ = noise
+    if scheduler_name == "DEISMultistepScheduler":  # ends at sigma_min by itself
+        config = {"lower_order_final": True, **config}
+    else:
+        config = {"final_sigmas_type": "sigma_min", "lower_order_final": False, **config}
+    options = {"lower_order_final": config["lower_order_final"], **options}
+    sched = getattr(diffusers, scheduler_name)(**config)
+    sched.set_timesteps(N)
+    theirs = run_diffusers(sched, unet, z_T.clone(), [])
+    spec = from_diffusers(unet, sched)
+    grid = time_grid_from_timesteps([*sched.timesteps.tolist(), 0], 1000)
+    with torch.no_grad():
+        sol = sd.sample(spec.score, spec.sde, x_T=z_T, solver=sd.solvers.get(solver, **options),
+                        steps=None, time_grid=grid, return_trajectory=True)  # fmt: skip
+    return sol.trajectory[-2], theirs
+
+
+@pytest.mark.parametrize(("scheduler", "config", "solver", "options"), SIGMA_MIN_CASES)
+def test_parity_with_diffusers_ending_at_sigma_min(unet, noise, scheduler, config, solver, options):
+    ours, theirs = diffusers_parity_sigma_min(unet, noise, scheduler, config, solver, options)
     assert _rel(ours, theirs) <= TOL
 
 

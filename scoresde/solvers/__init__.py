@@ -8,11 +8,13 @@ scoresde.solvers.register(name, cls)    add your own (a ``Solver`` subclass or f
 from scoresde.solvers.adaptive_sde import GottaGoFast
 from scoresde.solvers.ancestral import DPMSolverPP2SAncestral, EulerAncestral
 from scoresde.solvers.base import AffineSolver, Run, Solver
+from scoresde.solvers.deis import DEIS
 from scoresde.solvers.edm import EDMHeun
 from scoresde.solvers.exponential import (
     DDIM,
     DPMSolverMultistep,
     DPMSolverPP,
+    DPMSolverPPSinglestep,
     DPMSolverSinglestep,
     SDEDPMSolverPP,
 )
@@ -21,6 +23,7 @@ from scoresde.solvers.probability_flow import ODERK45, ODEDopri5, ODEEuler, ODEH
 from scoresde.solvers.registry import available, get, register
 from scoresde.solvers.reverse_sde import DDPMAncestral, EulerMaruyama, ReverseDiffusion
 from scoresde.solvers.torchsde_backend import TorchsdeSolver
+from scoresde.solvers.unipc import UniPC
 
 for _cls in (
     EulerMaruyama,
@@ -42,11 +45,15 @@ for _cls in (
     GottaGoFast,
     EulerAncestral,
     DPMSolverPP2SAncestral,
+    DPMSolverPPSinglestep,
+    UniPC,
+    DEIS,
 ):
     register(_cls.name, _cls)
 
 __all__ = [
     "DDIM",
+    "DEIS",
     "ODERK45",
     "AffineSolver",
     "AnnealedLangevin",
@@ -54,6 +61,7 @@ __all__ = [
     "DPMSolverMultistep",
     "DPMSolverPP",
     "DPMSolverPP2SAncestral",
+    "DPMSolverPPSinglestep",
     "DPMSolverSinglestep",
     "EDMHeun",
     "EulerAncestral",
@@ -69,6 +77,7 @@ __all__ = [
     "SDEDPMSolverPP",
     "Solver",
     "TorchsdeSolver",
+    "UniPC",
     "available",
     "get",
     "register",

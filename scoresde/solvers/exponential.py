@@ -309,6 +309,75 @@ class DPMSolverSinglestep(Solver):
         return f"{self.name}(order={self.order})"
 
 
+def singlestep_blocks(steps: int, order: int) -> list[int]:
+    """Block lengths of a grid-stage singlestep run: full blocks of ``order`` steps, shorter
+    ones at the end (Lu et al.'s reference code and diffusers' ``get_order_list``)."""
+    if order == 1:
+        return [1] * steps
+    full, rest = divmod(steps, order)
+    if rest == 0:  # the last block is split into two lower-order ones
+        return [order] * (full - 1) + ([2, 1] if order == 3 else [1, 1])
+    return [order] * full + [rest]
+
+
+class DPMSolverPPSinglestep(Solver):
+    """Singlestep DPM-Solver++ whose stages are the grid points (diffusers'
+    ``DPMSolverSinglestepScheduler``, Lu et al. 2022b), data prediction, orders 1-3.
+
+    The grid is cut into blocks (``singlestep_blocks``); a block of length 3 starting at b
+    takes its three steps as: first order b -> b+1, second order b -> b+2 from (x_b, D_b,
+    D_(b+1)), third order b -> b+3 from (x_b, D_b, D_(b+1), D_(b+2)), each a Taylor step
+    expanded at lambda_b, x_t = (sigma_t/sigma_b) x_b + alpha_t sum_k h^(k+1) phi_(k+1)(-h)
+    D^(k), with D^(k) the derivatives of the polynomial through the block's predictions (h =
+    lambda_t - lambda_b). On a grid uniform in lambda the stages sit at r = 1/2 (order 2) and
+    r = 1/3, 2/3 (order 3), DPM-Solver-2/3's. One evaluation per grid step.
+
+    ``solver_type`` "taylor" (= diffusers' "heun") is the expansion above; "midpoint" weights
+    the first difference at order 2 by half the first-order weight and, at order 3, keeps
+    only the newest stage (Lu et al.'s DPM-Solver-3 update, exact in order for r = 2/3).
+    """
+
+    name = "dpm_solver++_single"
+
+    def __init__(self, order: int = 2, solver_type: str = "taylor") -> None:
+        self.order = _check_order(order, 3)
+        self.solver_type = "taylor" if solver_type == "heun" else _check_solver_type(solver_type)
+
+    def prepare(self, run: Run):
+        stage = [i for n in singlestep_blocks(run.steps, self.order) for i in range(n)]
+        return _Grid.of(run.sde, run.grid), _Predictor(run), stage
+
+    def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
+        g, predict, stage = plan
+        d = predict.x0(x, run.t[k], g.alpha[k], g.sigma[k])
+        q = stage[k] + 1  # the order of this step; its block started at k - stage[k]
+        if q == 1 or run.is_last(k):
+            g.history = [(x, d)]
+            cx, cd = g.first_order("x0", k)
+            return _combine(x, cx, [(cd, d)])
+        g.history.append((x, d))
+        b = k - stage[k]
+        h = g.lam[k + 1] - g.lam[b]
+        c = [g.alpha[k + 1] * h ** (i + 1) * phi(i + 1, -h) for i in range(q)]
+        used = list(range(q))  # stages of the block the update reads
+        if self.solver_type == "midpoint":
+            if q == 2:
+                c[1] = 0.5 * c[0] * h
+            else:
+                used, c = [0, q - 1], c[:2]
+        w = np.asarray(c) @ taylor_weights([g.lam[b + i] for i in used], len(used))
+        x_b = g.history[0][0]
+        terms = [(wi, g.history[i][1]) for wi, i in zip(w.tolist(), used, strict=True)]
+        return _combine(x_b, g.sigma[k + 1] / g.sigma[b], terms)
+
+    def planned_nfe(self, steps: int) -> int:
+        return steps
+
+    def describe(self) -> str:
+        kind = "" if self.solver_type == "taylor" else f", {self.solver_type}"
+        return f"{self.name}(order={self.order}{kind})"
+
+
 class DDIM(AffineSolver):
     """DDIM with stochasticity eta (Song, Meng & Ermon 2021, eq. 12), on any grid.
 

@@ -1,0 +1,86 @@
+"""DEIS (Zhang & Chen 2023, arXiv:2204.13902): multistep exponential integration in rho.
+
+With rho = s(t) / m(t) (= e^-lambda) the probability-flow ODE in noise prediction becomes
+d(x / m) = eps d rho, so from s to t
+
+    x_t = (m_t / m_s) x_s + m_t integral_(rho_s)^(rho_t) eps d rho.
+
+DEIS replaces eps by its Lagrange interpolant through the last q predictions, in a chosen
+variable u, and integrates each basis polynomial exactly (up to quadrature):
+
+    x_t = (m_t / m_s) x_s + m_t sum_j C_j eps_j,   C_j = integral_(rho_s)^(rho_t) l_j(u(rho)) d rho.
+
+``basis="log_rho"`` interpolates in u = log rho = -lambda: diffusers' ``DEISMultistepScheduler``
+(its closed-form ``ind_fn``), the same polynomial as multistep DPM-Solver's in lambda, so the
+two methods coincide step for step (a test checks it). ``basis="t"`` interpolates in t: the
+paper's tAB-DEIS, its recommended variant. The integrals are Gauss-Legendre sums in
+v = log rho (d rho = e^v dv); with 32 nodes they are exact to rounding for these smooth
+integrands. Warm-up and ``lower_order_final`` follow diffusers (and DPM-Solver's reference
+code): with fewer than 15 steps the last exponential step is first order, the one before it
+at most second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from scoresde.sde import SDE
+from scoresde.solvers.base import Run
+from scoresde.solvers.exponential import _Grid, _Multistep
+
+BASES = ("log_rho", "t")
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(32)
+
+
+@dataclass
+class _RhoGrid(_Grid):
+    """The grid plus the interpolation variable u at each grid point."""
+
+    u: list[float] = field(default_factory=list)
+    sde: SDE | None = None
+
+
+class DEIS(_Multistep):
+    """Multistep DEIS of order 1..3 in noise prediction, with a log-rho or t polynomial basis."""
+
+    name = "deis"
+    prediction = "eps"
+
+    def __init__(self, order: int = 2, basis: str = "log_rho", lower_order_final: bool = True):
+        super().__init__(order, lower_order_final)
+        if basis not in BASES:
+            raise ValueError(f"basis must be one of {', '.join(BASES)}, got {basis!r}")
+        self.basis = basis
+
+    def prepare(self, run: Run):
+        _, predict = super().prepare(run)
+        g = _RhoGrid.of(run.sde, run.grid)
+        g.u = run.grid.tolist() if self.basis == "t" else [-lam for lam in g.lam]
+        g.sde = run.sde
+        return g, predict
+
+    def coefficients(self, g: _RhoGrid, k: int, q: int) -> tuple[float, list[float]]:
+        v_s, v_t = -g.lam[k], -g.lam[k + 1]  # log rho at both ends
+        half = 0.5 * (v_t - v_s)
+        v = v_s + half * (_NODES + 1)
+        if self.basis == "log_rho":
+            u = v
+        else:  # t(rho) through the SDE's log-SNR inverse, log SNR = -2 log rho
+            lsnr = torch.as_tensor(-2 * v, dtype=torch.float64)
+            u = g.sde._t_from_log_snr(lsnr).numpy()
+        nodes = [g.u[k - j] for j in range(q)]
+        dv = half * _WEIGHTS * np.exp(v)  # d rho = e^v dv
+        weights = []
+        for j in range(q):
+            basis = np.ones_like(u)
+            for i in range(q):
+                if i != j:
+                    basis *= (u - nodes[i]) / (nodes[j] - nodes[i])
+            weights.append(g.alpha[k + 1] * float(basis @ dv))
+        return g.alpha[k + 1] / g.alpha[k], weights
+
+    def describe(self) -> str:
+        return f"{self.name}(order={self.order}, {self.basis})"
