@@ -227,6 +227,18 @@ def diffusers_parity_sigma_min(unet, noise, scheduler_name, config, solver, opti
     return sol.trajectory[-2], theirs
 
 
+def test_singlestep_blocks_follow_diffusers_order_list():
+    from scoresde.solvers.exponential import singlestep_blocks
+
+    for order in (1, 2, 3):
+        # set_timesteps forces lower_order_final=True when the last sigma is 0 (the default)
+        sched = diffusers.DPMSolverSinglestepScheduler(solver_order=order, lower_order_final=True)
+        for steps in range(1, 21):
+            ours = [i + 1 for n in singlestep_blocks(steps, order) for i in range(n)]
+            ours[-1] = 1  # the step to sigma = 0 is first order (ours: the denoiser)
+            assert ours == sched.get_order_list(steps), (order, steps)
+
+
 @pytest.mark.parametrize(("scheduler", "config", "solver", "options"), SIGMA_MIN_CASES)
 def test_parity_with_diffusers_ending_at_sigma_min(unet, noise, scheduler, config, solver, options):
     ours, theirs = diffusers_parity_sigma_min(unet, noise, scheduler, config, solver, options)

@@ -29,7 +29,7 @@ import torch
 
 from scoresde.sde import SDE
 from scoresde.solvers.base import Run
-from scoresde.solvers.exponential import _Grid, _Multistep
+from scoresde.solvers.exponential import _Grid, _Multistep, _Predictor
 
 BASES = ("log_rho", "t")
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(32)
@@ -56,11 +56,10 @@ class DEIS(_Multistep):
         self.basis = basis
 
     def prepare(self, run: Run):
-        _, predict = super().prepare(run)
         g = _RhoGrid.of(run.sde, run.grid)
         g.u = run.grid.tolist() if self.basis == "t" else [-lam for lam in g.lam]
         g.sde = run.sde
-        return g, predict
+        return g, _Predictor(run)
 
     def coefficients(self, g: _RhoGrid, k: int, q: int) -> tuple[float, list[float]]:
         v_s, v_t = -g.lam[k], -g.lam[k + 1]  # log rho at both ends
