@@ -265,6 +265,40 @@ def test_edm_churn_keeps_the_gaussian_variance():
     assert torch.equal(sol.samples, again.samples)
 
 
+def test_restart_without_restarts_is_edm_heun_and_counts_its_evaluations():
+    sde = sd.VPSDE()
+
+    def run(solver, steps=10):
+        return sd.sample(_gaussian_score(sde), sde, (64, 2), solver=solver, steps=steps,
+                         time_grid="karras", generator=torch.Generator().manual_seed(0),
+                         dtype=torch.float64)  # fmt: skip
+
+    assert torch.equal(run(sd.solvers.Restart(restarts=0)).samples, run("edm_heun").samples)
+    for k, n in [(1, 2), (2, 3), (3, 1)]:
+        solver = sd.solvers.Restart(restarts=k, restart_steps=n)
+        assert run(solver).nfe == solver.planned_nfe(10) == 19 + 2 * k * n
+    assert sd.solvers.Restart().pathwise_limit is None
+
+
+def test_restart_contracts_the_error_of_a_coarse_ode_run():
+    """Gaussian data N(0, V I): Heun with 6 Karras steps ends with variance 1.71 (V = 0.5).
+    Restarting [sigma 0.5, 3] K times pulls the state at t_min toward its exact marginal:
+    measured 1.71, 0.60, 0.52 for K = 0, 1, 4 (seeds 0 and 1 agree to 0.01). The variance of
+    2 x 20000 normal draws has standard error V sqrt(2 / 40000) = 0.0035, so the bounds below
+    (0.04 or more from the measured values) are not noise."""
+    sde = sd.VPSDE()
+    variances = []
+    for k in (0, 1, 4):
+        solver = sd.solvers.Restart(sigma_min=0.5, sigma_max=3.0, restarts=k, restart_steps=6)
+        sol = sd.sample(_gaussian_score(sde), sde, (20000, 2), solver=solver, steps=6,
+                        time_grid="karras", generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64)  # fmt: skip
+        variances.append(sol.samples.var().item())
+    assert variances[0] > 1.5
+    assert abs(variances[1] - V) < 0.15
+    assert abs(variances[2] - V) < 0.05 and variances[2] < variances[1]
+
+
 def test_bad_solver_options():
     for make, match in [
         (lambda: sd.solvers.get("dpm_solver++", order=4), "order must be 1, 2 or 3"),
@@ -279,6 +313,9 @@ def test_bad_solver_options():
         (lambda: sd.solvers.get("unipc", order=4), "order must be 1, 2 or 3"),
         (lambda: sd.solvers.get("deis", basis="rho"), "basis must be one of log_rho, t"),
         (lambda: sd.solvers.get("dpm_solver++_single", solver_type="bh1"), "solver_type"),
+        (lambda: sd.solvers.get("restart", sigma_min=0.3, sigma_max=0.3), "sigma_min < sigma_max"),
+        (lambda: sd.solvers.get("restart", restarts=-1), "restarts must be an integer >= 0"),
+        (lambda: sd.solvers.get("restart", restart_steps=0), "restart_steps"),
     ]:
         with pytest.raises(ValueError, match=match):
             make()

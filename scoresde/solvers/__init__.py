@@ -21,6 +21,7 @@ from scoresde.solvers.exponential import (
 from scoresde.solvers.langevin import AnnealedLangevin, LangevinCorrector, PredictorCorrector
 from scoresde.solvers.probability_flow import ODERK45, ODEDopri5, ODEEuler, ODEHeun
 from scoresde.solvers.registry import available, get, register
+from scoresde.solvers.restart import Restart
 from scoresde.solvers.reverse_sde import DDPMAncestral, EulerMaruyama, ReverseDiffusion
 from scoresde.solvers.torchsde_backend import TorchsdeSolver
 from scoresde.solvers.unipc import UniPC
@@ -48,6 +49,7 @@ for _cls in (
     DPMSolverPPSinglestep,
     UniPC,
     DEIS,
+    Restart,
 ):
     register(_cls.name, _cls)
 
@@ -72,6 +74,7 @@ __all__ = [
     "ODEEuler",
     "ODEHeun",
     "PredictorCorrector",
+    "Restart",
     "ReverseDiffusion",
     "Run",
     "SDEDPMSolverPP",
