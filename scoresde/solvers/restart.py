@@ -1,9 +1,9 @@
 """Restart sampling (Xu et al. 2023, arXiv:2306.14878): ODE steps with forward re-noising.
 
 The main run is EDM's Heun on the run's grid (``edm_heun`` without churn). When it reaches
-the grid point t_min whose noise level sigma = s(t)/m(t) is nearest to ``sigma_min``, it
-restarts K = ``restarts`` times: jump forward to t_max (sigma(t_max) = ``sigma_max``) with the
-SDE's exact transition,
+t_min, the interior grid point whose noise level sigma = s(t)/m(t) is nearest to
+``sigma_min`` (in log) among those below ``sigma_max``, it restarts K = ``restarts`` times:
+jump forward to t_max (sigma(t_max) = ``sigma_max``) with the SDE's exact transition,
 
     x_(t_max) = r x_(t_min) + sqrt(w) z,   r = m(t_max)/m(t_min),
     w = s(t_max)^2 - r^2 s(t_min)^2,
@@ -79,12 +79,13 @@ class Restart(Solver):
         heun = self.heun
         plan = heun.prepare(run)
         sig = plan[1]
-        inner = range(1, run.steps)  # restart from an interior grid point only
+        # restart from the interior grid point below sigma_max nearest to sigma_min (in log)
+        inner = [k for k in range(1, run.steps) if sig[k] < self.sigma_max]
         start = min(inner, key=lambda k: abs(math.log(sig[k] / self.sigma_min)), default=None)
-        if start is not None and sig[start] >= self.sigma_max:
+        if start is None and run.steps > 1:
             raise ValueError(
-                f"sigma_max must exceed the noise level of the restart point "
-                f"({sig[start]:.4g} at t = {run.times[start]:.4g}), got {self.sigma_max}"
+                f"sigma_max must exceed the noise level of some interior grid point (the "
+                f"lowest is {sig[run.steps - 1]:.4g}), got {self.sigma_max}"
             )
         sub = None
         for k in range(run.steps):
