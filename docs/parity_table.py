@@ -24,6 +24,7 @@ from tests.test_interop import (
     SIGMA_MIN_CASES,
     B,
     N,
+    _rel,
     diffusers_parity,
     diffusers_parity_sigma_min,
 )
@@ -39,28 +40,22 @@ def _fmt(options):
     return ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
 
 
+def _row(library, sampler, config, solver, options, run_case) -> None:
+    """One table row: the largest relative difference over three noise seeds, where
+    ``run_case(noise)`` returns (ours, theirs) for one seed's start and draws."""
+    worst = max(_rel(*run_case(_noise(seed))) for seed in (1, 2, 3))
+    print(f"| {library} | {sampler} ({_fmt(config)}) | {solver} ({_fmt(options)}) | {worst:.1e} |")
+
+
 def main() -> None:
     unet = tiny_unet()
-    seeds = (1, 2, 3)
     print("| library | sampler (options) | scoresde solver (options) | max rel. diff. |")
     print("|---|---|---|---|")
-    for name, config, solver, options in DIFFUSERS_CASES:
-        worst = 0.0
-        for seed in seeds:
-            ours, theirs, _ = diffusers_parity(unet, _noise(seed), name, config, solver, options)
-            worst = max(worst, float((ours - theirs).abs().max() / theirs.abs().max()))
-        print(f"| diffusers | {name} ({_fmt(config)}) | {solver} ({_fmt(options)}) | {worst:.1e} |")
-    for name, config, solver, options in SIGMA_MIN_CASES:
-        worst = 0.0
-        for seed in seeds:
-            ours, theirs = diffusers_parity_sigma_min(
-                unet, _noise(seed), name, config, solver, options
-            )
-            worst = max(worst, float((ours - theirs).abs().max() / theirs.abs().max()))
-        print(
-            f"| diffusers, to sigma_min | {name} ({_fmt(config)}) | {solver} ({_fmt(options)}) "
-            f"| {worst:.1e} |"
-        )
+    for case in DIFFUSERS_CASES:
+        _row("diffusers", *case, lambda nz, c=case: diffusers_parity(unet, nz, *c)[:2])
+    for case in SIGMA_MIN_CASES:
+        _row("diffusers, to sigma_min", *case,
+             lambda nz, c=case: diffusers_parity_sigma_min(unet, nz, *c))  # fmt: skip
     sampling, external = k_diffusion_modules()
     acp = diffusers.DDPMScheduler().alphas_cumprod.double()
     den = external.DiscreteEpsDDPMDenoiser(lambda x, t: unet(x, t).sample, acp, True)
@@ -68,25 +63,21 @@ def main() -> None:
     tau = diffusers_timesteps({}, N, "trailing")
     sigmas = torch.cat([den.sigmas[tau], den.sigmas.new_zeros(1)])
     grid = time_grid_from_sigmas(spec.sde, sigmas)
-    for sampler, kwargs, solver, options in K_CASES:
-        worst = 0.0
-        for seed in seeds:
-            z_T, draws = _noise(seed)
-            kw = dict(kwargs)
-            if "noise_sampler" in inspect.signature(getattr(sampling, sampler)).parameters:
-                kw["noise_sampler"] = ListNoise(draws)
-            with torch.no_grad():
-                theirs = getattr(sampling, sampler)(
-                    den, z_T * sigmas[0], sigmas, disable=True, **kw
-                )
-                ours = sd.sample(spec.score, spec.sde, x_T=z_T * sigmas[0], steps=None,
-                                 time_grid=grid, solver=sd.solvers.get(solver, **options),
-                                 noise=ListNoise(draws)).samples  # fmt: skip
-            worst = max(worst, float((ours - theirs).abs().max() / theirs.abs().max()))
-        print(
-            f"| k-diffusion | {sampler} ({_fmt(kwargs)}) | {solver} ({_fmt(options)}) "
-            f"| {worst:.1e} |"
-        )
+
+    def k_case(noise, sampler, kwargs, solver, options):
+        z_T, draws = noise
+        kw = dict(kwargs)
+        if "noise_sampler" in inspect.signature(getattr(sampling, sampler)).parameters:
+            kw["noise_sampler"] = ListNoise(draws)
+        with torch.no_grad():
+            theirs = getattr(sampling, sampler)(den, z_T * sigmas[0], sigmas, disable=True, **kw)
+            ours = sd.sample(spec.score, spec.sde, x_T=z_T * sigmas[0], steps=None,
+                             time_grid=grid, solver=sd.solvers.get(solver, **options),
+                             noise=ListNoise(draws)).samples  # fmt: skip
+        return ours, theirs
+
+    for case in K_CASES:
+        _row("k-diffusion", *case, lambda nz, c=case: k_case(nz, *c))
 
 
 if __name__ == "__main__":

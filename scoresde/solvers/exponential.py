@@ -360,18 +360,14 @@ class DPMSolverPPSinglestep(Solver):
         h = g.lam[k + 1] - g.lam[b]
         c = [g.alpha[k + 1] * h ** (i + 1) * phi(i + 1, -h) for i in range(q)]
         used = list(range(q))  # stages of the block the update reads
-        if self.solver_type == "midpoint":
-            if q == 2:
-                c[1] = 0.5 * c[0] * h
-            else:
-                used, c = [0, q - 1], c[:2]
+        if self.solver_type == "midpoint" and q == 3:
+            used, c = [0, 2], c[:2]
+        elif self.solver_type == "midpoint":
+            c = _library_weights(c, h, "midpoint")
         w = np.asarray(c) @ taylor_weights([g.lam[b + i] for i in used], len(used))
         x_b = g.history[0][0]
         terms = [(wi, g.history[i][1]) for wi, i in zip(w.tolist(), used, strict=True)]
         return _combine(x_b, g.sigma[k + 1] / g.sigma[b], terms)
-
-    def planned_nfe(self, steps: int) -> int:
-        return steps
 
     def describe(self) -> str:
         kind = "" if self.solver_type == "taylor" else f", {self.solver_type}"
