@@ -42,6 +42,7 @@ def nan_between(lo, hi):
     return f
 
 
+CONV = torch.nn.GroupNorm(2, 4)  # a network for (B, 4, 6) samples, given (4, 6)
 SPEC = ModelSpec(sd.score_from_eps(lambda x, t: 0.1 * x, SDE), SDE, (2,))
 X = torch.randn(3, 2, generator=gen(), dtype=torch.float64)
 
@@ -90,6 +91,18 @@ CASES = [
     ("sample", "shape and x_T disagree", lambda: S(shape=(3, 2), x_T=torch.zeros(4, 2))),
     ("sample", "solver 'foo'", lambda: S(solver="foo")),
     ("sample", "generator on cpu, device 'meta'", lambda: S(device="meta")),
+    ("sample", "generator = 0 (a seed)", lambda: S(generator=0)),
+    ("sample", "solver = sd.solvers.UniPC (the class)", lambda: S(solver=sd.solvers.UniPC)),
+    (
+        "sample",
+        "time_grid tensor of 6 times, steps not given",
+        lambda: sd.sample(score, SDE, (4, 2), time_grid=torch.linspace(1, 0.01, 6)),
+    ),
+    (
+        "sample",
+        "shape without the batch dimension",
+        lambda: S(score=sd.score_from_eps(lambda x, t: CONV(x), SDE), shape=(4, 6)),
+    ),
     ("solvers.get", "get('ddim', etta=0.5)", lambda: sd.solvers.get("ddim", etta=0.5)),
     ("solvers.get", "DDIM(eta=NaN)", lambda: sd.solvers.DDIM(eta=math.nan)),
     ("solvers.get", "PredictorCorrector(snr=5)", lambda: sd.solvers.PredictorCorrector(snr=5)),
@@ -106,6 +119,11 @@ CASES = [
     ("schedules", "CosineSchedule(s=-1)", lambda: sd.CosineSchedule(s=-1)),
     ("schedules", "DiscreteSchedule([0.5, 1.5])", lambda: sd.DiscreteSchedule([0.5, 1.5])),
     ("schedules", "DiscreteSchedule([])", lambda: sd.DiscreteSchedule([])),
+    (
+        "schedules",
+        "LogAlphaBarSchedule(a NumPy function)",
+        lambda: sd.LogAlphaBarSchedule(lambda t: torch.from_numpy(-(t.detach().numpy() ** 2))),
+    ),
     ("SDEs", "VESDE(0, 50)", lambda: sd.VESDE(0, 50)),
     ("SDEs", "VPSDE(3)", lambda: sd.VPSDE(3)),
     ("SDEs", "sde.marginal(1.5)", lambda: SDE.marginal(1.5)),
@@ -129,6 +147,8 @@ CASES = [
     ("compare", "device = 'xyz'", lambda: compare(["gmm2d"], ["ode_euler"], [3], device="xyz")),
     ("compare", "targets = 0", lambda: compare(0, ["ode_euler"], [3])),
     ("compare", "solver spec 'ddim:order=2'", lambda: compare(["gmm2d"], ["ddim:order=2"], [3])),
+    ("compare", "nfe = 2.5", lambda: compare(["gmm2d"], ["ode_euler"], 2.5)),
+    ("compare", "nfe = None, solvers = 3", lambda: compare(["gmm2d"], 3, [3])),
     ("generate", "num = 0", lambda: generate(SPEC, tempfile.mkdtemp(), num=0)),
     (
         "generate",

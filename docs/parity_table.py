@@ -20,6 +20,7 @@ from scoresde.interop import diffusers_timesteps, from_k_diffusion, time_grid_fr
 from tests.reference_samplers import ListNoise, k_diffusion_modules, tiny_unet
 from tests.test_interop import (
     DIFFUSERS_CASES,
+    FRACTIONAL_CASES,
     K_CASES,
     SIGMA_MIN_CASES,
     B,
@@ -53,6 +54,10 @@ def main() -> None:
     print("|---|---|---|---|")
     for case in DIFFUSERS_CASES:
         _row("diffusers", *case, lambda nz, c=case: diffusers_parity(unet, nz, *c)[:2])
+    for case in FRACTIONAL_CASES:
+        _row("diffusers, fractional_timesteps=True", *case,
+             lambda nz, c=case: diffusers_parity(unet, nz, *c,
+                                                 fractional_timesteps=True)[:2])  # fmt: skip
     for case in SIGMA_MIN_CASES:
         _row("diffusers, to sigma_min", *case,
              lambda nz, c=case: diffusers_parity_sigma_min(unet, nz, *c))  # fmt: skip

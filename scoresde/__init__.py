@@ -30,6 +30,8 @@ from scoresde.likelihood import (
     encode,
     log_likelihood,
 )
+from scoresde.model import ModelSpec, load_model
+from scoresde.model_check import ModelCheck, ModelCheckWarning, check_model
 from scoresde.noise import BrownianNoise, GaussianNoise
 from scoresde.sample import NonFiniteSampleError, Solution, sample
 from scoresde.schedules import (
@@ -57,12 +59,16 @@ __all__ = [
     "LikelihoodResult",
     "LinearSchedule",
     "LogAlphaBarSchedule",
+    "ModelCheck",
+    "ModelCheckWarning",
+    "ModelSpec",
     "NoiseSchedule",
     "NonFiniteSampleError",
     "Score",
     "Solution",
     "SubVPSDE",
     "bits_per_dim",
+    "check_model",
     "clip_x0",
     "compare",
     "continuous_time",
@@ -78,6 +84,7 @@ __all__ = [
     "from_k_diffusion",
     "grids",
     "guidance_interval",
+    "load_model",
     "log_likelihood",
     "make_time_grid",
     "metrics",

@@ -59,6 +59,17 @@ def check_device(name: str, value: object) -> torch.device:
     return device
 
 
+def check_generator(name: str, value: object) -> torch.Generator | None:
+    """``value`` if it is a ``torch.Generator`` or None; a seed is refused with the fix."""
+    if value is None or isinstance(value, torch.Generator):
+        return value
+    hint = f"torch.Generator().manual_seed({value})" if isinstance(value, int) else "one"
+    raise TypeError(
+        f"{name} must be a torch.Generator (randomness comes only from the caller's generator),"
+        f" got {type(value).__name__} {value!r:.40}: pass {hint}"
+    )
+
+
 def check_sampling_dtype(dtype: torch.dtype, name: str = "dtype") -> torch.dtype:
     """float32 or float64: half precision is too coarse for a sampling or ODE state."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:

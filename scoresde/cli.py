@@ -9,11 +9,14 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 import torch
 
+from scoresde import __version__
 from scoresde import evaluation as cmp
+from scoresde.model_check import ModelCheckWarning
 from scoresde.output_dir import check_output_dir
 from scoresde.solvers import registry
 
@@ -51,6 +54,7 @@ def _reference(text: str) -> tuple[str, int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scoresde", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"scoresde {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compare", help="solvers x NFE budgets on analytic targets or your model")
@@ -65,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_csv(str),
         default=list(cmp.DEFAULT_SOLVERS),
         help="comma-separated solver specs name[:key=value...][:grid=rule], e.g. "
-        f"dpm_solver++:order=3:grid=logsnr; known names: {', '.join(registry.available())}",
+        f"dpm_solver++:order=3:grid=logsnr; known names: {', '.join(registry.available())} "
+        f"(default {','.join(cmp.DEFAULT_SOLVERS)})",
     )
     c.add_argument(
         "--nfe",
@@ -74,9 +79,17 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated score-evaluation budgets (default 10,20,50,100,200,500; "
         "--model digits: 10,20,50,100)",
     )
-    c.add_argument("--schedule", default="linear", choices=sorted(cmp.SCHEDULES))
     c.add_argument(
-        "--time-grid", default="uniform", choices=["uniform", "quadratic", "logsnr", "karras"]
+        "--schedule",
+        default="linear",
+        choices=sorted(cmp.SCHEDULES),
+        help="noise schedule of the VP SDE on analytic targets (default linear)",
+    )
+    c.add_argument(
+        "--time-grid",
+        default="uniform",
+        choices=["uniform", "quadratic", "logsnr", "karras"],
+        help="time grid of solvers whose spec names none (default uniform)",
     )
     c.add_argument(
         "--samples", type=int, default=None, help="samples per replicate (default 500; digits 128)"
@@ -108,62 +121,115 @@ def _parser() -> argparse.ArgumentParser:
         help="solver:steps of the reverse-SDE reference on the same Brownian path "
         "(default euler_maruyama:4000; digits euler_maruyama:1000)",
     )
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--device", default="cpu")
-    c.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    c.add_argument(
+        "--seed", type=int, default=0, help="x_T and Brownian paths derive from it (default 0)"
+    )
+    c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    c.add_argument(
+        "--dtype", default="float32", choices=sorted(DTYPES), help="sample dtype (default float32)"
+    )
     c.add_argument(
         "--model",
         default=None,
         help="digits (the built-in trained model) or module:callable building your network "
-        "(see scoresde.model)",
+        "(see scoresde.model; default: none, the analytic targets)",
     )
     c.add_argument(
         "--out",
         default=None,
-        help="directory for results.json/.csv, error_vs_nfe.png and (image models) grids/",
+        help="directory for results.json/.csv, error_vs_nfe.png and (image models) grids/ "
+        "(default: none, the table is printed only)",
     )
-    c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    c.add_argument(
+        "--no-progress", action="store_true", help="no progress bar on stderr (default: shown)"
+    )
+    c.add_argument(
+        "--no-model-check",
+        action="store_true",
+        help="with --model: skip the adapter sanity check (scoresde.check_model; default: run)",
+    )
 
     s = sub.add_parser("schedules", help="plot alpha_bar, log-SNR and beta of schedules")
     s.add_argument("--steps", type=int, default=10, help="grid points to mark (default 10)")
-    s.add_argument("--eps", type=float, default=1e-3)
-    s.add_argument("--out", default="schedules.png", help="PNG path (default schedules.png)")
+    s.add_argument(
+        "--eps", type=float, default=1e-3, help="smallest time of the grids (default 0.001)"
+    )
+    s.add_argument(
+        "--out",
+        default="schedules.png",
+        help="PNG path, or a directory for DIR/schedules.png; missing directories are created "
+        "(default schedules.png)",
+    )
     lk = sub.add_parser(
         "likelihood",
         help="ODE log-likelihood vs the exact density on targets; --model digits: test-set "
         "bits/dim by the PF-ODE and the DDPM bound",
     )
-    lk.add_argument("--target", type=_csv(str), default=["gmm2d", "gmm8d"])
     lk.add_argument(
-        "--model", default=None, choices=["digits"], help="the built-in digits model's test set"
+        "--target",
+        type=_csv(str),
+        default=["gmm2d", "gmm8d"],
+        help="comma-separated: gmm2d, gmm8d (default both)",
+    )
+    lk.add_argument(
+        "--model",
+        default=None,
+        choices=["digits"],
+        help="the built-in digits model's test set (default: none, the analytic targets)",
     )
     lk.add_argument(
         "--samples", type=int, default=None, help="samples (default 256; digits: all 450 images)"
     )
-    lk.add_argument("--schedule", default="linear", choices=sorted(cmp.SCHEDULES))
+    lk.add_argument(
+        "--schedule",
+        default="linear",
+        choices=sorted(cmp.SCHEDULES),
+        help="noise schedule on analytic targets (default linear)",
+    )
     lk.add_argument(
         "--trace",
         default=None,
         choices=["exact", "hutchinson"],
         help="divergence (default exact; digits: hutchinson)",
     )
-    lk.add_argument("--probes", type=int, default=1, help="Hutchinson probes per sample")
-    lk.add_argument("--probe", default="rademacher", choices=["rademacher", "gaussian"])
-    lk.add_argument("--solver", default="dopri5", choices=["dopri5", "scipy"])
-    lk.add_argument("--rtol", type=float, default=1e-5)
-    lk.add_argument("--atol", type=float, default=1e-5)
-    lk.add_argument("--eps", type=float, default=1e-5)
-    lk.add_argument("--seed", type=int, default=0)
-    lk.add_argument("--device", default="cpu")
     lk.add_argument(
-        "--dtype", default=None, choices=sorted(DTYPES), help="default float64; digits float32"
+        "--probes", type=int, default=1, help="Hutchinson probes per sample (default 1)"
+    )
+    lk.add_argument(
+        "--probe",
+        default="rademacher",
+        choices=["rademacher", "gaussian"],
+        help="Hutchinson probe distribution (default rademacher)",
+    )
+    lk.add_argument(
+        "--solver",
+        default="dopri5",
+        choices=["dopri5", "scipy"],
+        help="ODE solver: torch-native dopri5 or scipy's RK45 (default dopri5)",
+    )
+    lk.add_argument("--rtol", type=float, default=1e-5, help="ODE tolerance (default 1e-5)")
+    lk.add_argument("--atol", type=float, default=1e-5, help="ODE tolerance (default 1e-5)")
+    lk.add_argument(
+        "--eps", type=float, default=1e-5, help="the ODE runs from t = eps (default 1e-5)"
+    )
+    lk.add_argument("--seed", type=int, default=0, help="data and probe draws (default 0)")
+    lk.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    lk.add_argument(
+        "--dtype", default=None, choices=sorted(DTYPES), help="(default float64; digits float32)"
     )
     gen = sub.add_parser("generate", help="draw many samples of your model into resumable shards")
-    gen.add_argument("--model", required=True, help="module:callable (see scoresde.model)")
-    gen.add_argument("--solver", default="dpm_solver++", help="a solver name (see compare)")
-    gen.add_argument("--steps", type=int, default=20)
     gen.add_argument(
-        "--time-grid", default="logsnr", choices=["uniform", "quadratic", "logsnr", "karras"]
+        "--model", required=True, help="digits or module:callable (see scoresde.model)"
+    )
+    gen.add_argument(
+        "--solver", default="dpm_solver++", help="a solver name (see compare; default dpm_solver++)"
+    )
+    gen.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
+    gen.add_argument(
+        "--time-grid",
+        default="logsnr",
+        choices=["uniform", "quadratic", "logsnr", "karras"],
+        help="(default logsnr)",
     )
     gen.add_argument(
         "--num",
@@ -173,13 +239,34 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="number of samples (under torchrun write --num-samples: torchrun claims --num)",
     )
-    gen.add_argument("--batch-size", type=int, default=64)
-    gen.add_argument("--shard-size", type=int, default=1000)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="samples per sampler call; does not change the samples (default 64)",
+    )
+    gen.add_argument(
+        "--shard-size",
+        type=int,
+        default=1000,
+        help="samples per shard file, part of the run's identity (default 1000)",
+    )
+    gen.add_argument(
+        "--seed", type=int, default=0, help="with the sample index, all randomness (default 0)"
+    )
     gen.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
-    gen.add_argument("--device", default="cpu")
-    gen.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    gen.add_argument("--no-progress", action="store_true")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    gen.add_argument(
+        "--dtype", default="float32", choices=sorted(DTYPES), help="sample dtype (default float32)"
+    )
+    gen.add_argument(
+        "--no-progress", action="store_true", help="no progress bar on stderr (default: shown)"
+    )
+    gen.add_argument(
+        "--no-model-check",
+        action="store_true",
+        help="skip the adapter sanity check (scoresde.check_model; default: run)",
+    )
     return p
 
 
@@ -216,6 +303,7 @@ def _generate(args: argparse.Namespace) -> int:
             dtype=DTYPES[args.dtype],
             model_name=args.model,
             progress=not args.no_progress,
+            check_model=not args.no_model_check,
         )
     finally:
         if world > 1 and torch.distributed.is_initialized():
@@ -273,15 +361,18 @@ def _compare(args: argparse.Namespace) -> int:
     _check_device(args.device)
     out = check_output_dir(args.out) if args.out else None
     bar = None
-    if not args.no_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="compare", unit="run", file=sys.stderr, leave=False)
 
     def progress(label: str) -> None:
-        if bar is not None:
-            bar.set_postfix_str(label)
-            bar.update(1)
+        # the bar opens with the first run, so a usage error never prints an empty one
+        nonlocal bar
+        if args.no_progress:
+            return
+        if bar is None:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc="compare", unit="run", file=sys.stderr, leave=False)
+        bar.set_postfix_str(label)
+        bar.update(1)
 
     start = time.perf_counter()
     collector = cmp.SampleCollector() if out is not None and args.model is not None else None
@@ -303,6 +394,7 @@ def _compare(args: argparse.Namespace) -> int:
             alpha=args.alpha,
             progress=progress,
             on_samples=collector,
+            check_model=not args.no_model_check,
         )
     finally:
         if bar is not None:
@@ -335,6 +427,14 @@ def _schedules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings as one line on stderr ("scoresde: warning: ..."); others as Python's."""
+    if issubclass(category, ModelCheckWarning):
+        print(f"scoresde: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -344,7 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "likelihood": _likelihood,
             "schedules": _schedules,
         }
-        return commands[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            return commands[args.command](args)
     except (UsageError, ValueError, TypeError) as e:
         print(f"scoresde: error: {e}", file=sys.stderr)
         return 2

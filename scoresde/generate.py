@@ -45,6 +45,7 @@ from scoresde.checks import (
 )
 from scoresde.indexed_noise import IndexedNoise
 from scoresde.model import ModelSpec
+from scoresde.model_check import check_model as run_model_check
 from scoresde.output_dir import atomic_write, check_output_dir
 from scoresde.sample import sample
 from scoresde.solvers import registry
@@ -101,8 +102,9 @@ def model_fingerprint(spec: ModelSpec, device: str | torch.device = "cpu") -> st
 
     The probe is x = sin(1 + k) over the (2, *shape) elements, at t = (0.3, 0.7), in float32
     on ``device`` (where the model runs); its output is rounded to 4 significant digits of its
-    largest entry, so the fingerprint survives the last-bit differences of another device or
-    BLAS but not new weights.
+    largest entry, and that largest entry itself to 4 significant digits, so the fingerprint
+    survives the last-bit differences of another device or BLAS but not new weights nor an
+    output rescaled by a constant factor.
     """
     h = hashlib.sha256()
     shape = (2, *spec.shape)
@@ -111,6 +113,7 @@ def model_fingerprint(spec: ModelSpec, device: str | torch.device = "cpu") -> st
         out = spec.probe_score(x.to(device), torch.tensor([0.3, 0.7], device=device)).double().cpu()
     scale = float(out.abs().max()) or 1.0
     h.update(np.round(out.numpy() / scale * 1e4).astype(np.int64).tobytes())
+    h.update(f"{scale:.3e}".encode())
     net = getattr(spec.score, "net", None)
     if isinstance(net, torch.nn.Module) or callable(getattr(net, "state_dict", None)):
         for name, value in net.state_dict().items():
@@ -210,6 +213,7 @@ def generate(
     dtype: torch.dtype = torch.float32,
     model_name: str = "",
     progress: bool = True,
+    check_model: bool = True,
 ) -> GenerateResult:
     """Draw samples 0..num-1 of ``spec``'s model into shards under ``out``; resumable.
 
@@ -220,6 +224,8 @@ def generate(
         solver, steps, time_grid: as in ``sample``. Refused: ``torchsde`` (its Brownian tree
             is not keyed by sample) and solvers that couple a batch (``pc`` with batch norms).
         seed: with the sample index, the only source of randomness.
+        check_model: run ``scoresde.check_model`` first (on rank 0), warning if the model's
+            adapter looks wrong (``ModelCheckWarning``).
     """
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"spec must be a ModelSpec (scoresde.model.load_model), got {spec!r:.60}")
@@ -246,6 +252,8 @@ def generate(
     device = check_device("device", device)
     out = check_output_dir(out)
     rank, world = _dist()
+    if check_model and rank == 0:
+        run_model_check(spec, device=device)
     shape = tuple(spec.shape)
     identity = {
         "model": model_name,

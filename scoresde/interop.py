@@ -22,12 +22,22 @@ Timesteps. diffusers' schedulers choose the inference timesteps by ``timestep_sp
     "leading"   tau_i = (n - 1 - i) * (N // n) + steps_offset      (DDPM/DDIM's default)
     "trailing"  tau_i = round(N - i N / n) - 1                    (ends at N - 1; "zero-SNR" paper)
     "linspace"  tau_i = round(linspace(0, N - 1, n))[::-1]        (integer in DDPM/DDIM;
-                Euler/Heun keep the fractional values, which a discrete table cannot place)
+                Euler/Heun keep the fractional values: see below)
 
 ``diffusers_timesteps`` computes these (DDPM/DDIM's convention); ``time_grid_from_timesteps``
 turns any scheduler's integer ``timesteps`` into our time grid, so a run here evaluates the
 network on the same labels as the scheduler. DPM-Solver-type schedulers use their own variant
 of "linspace"/"leading" (n + 1 points, the last dropped): take their ``scheduler.timesteps``.
+
+Fractional timesteps. diffusers' EulerDiscreteScheduler and HeunDiscreteScheduler with
+"linspace" spacing (their default) keep tau = linspace(0, N - 1, n) unrounded (fractional
+unless n - 1 divides N - 1), interpolate sigma~ = sqrt((1 - alpha_bar) / alpha_bar) linearly
+in tau between table entries (``np.interp(tau, arange(N), sigmas)``) and pass the fractional
+tau to the network. ``from_diffusers(..., fractional_timesteps=True)`` follows them: the
+schedule is ``InterpolatedDiscreteSchedule`` (sigma~ piecewise linear in t on the same knots
+t = (tau + 1) / N) and the label is ``fractional_timestep`` (N t - 1, unrounded); grids come
+from ``time_grid_from_timesteps(scheduler.timesteps, N, fractional_timesteps=True)``. At the
+table's own timesteps both conventions agree exactly; they differ only between them.
 
 k-diffusion. A denoiser D(x, sigma) in the variance-exploding view x = x0 + sigma z is an x0
 network on the VE SDE with s(t) = sigma(t) = sigma_min (sigma_max/sigma_min)^t and the
@@ -92,6 +102,81 @@ def schedule_from_config(scheduler_or_config: Any) -> DiscreteSchedule:
         f"beta_schedule {kind!r} is not supported; known: {', '.join(BETA_SCHEDULES)} "
         "(or pass trained_betas)"
     )
+
+
+class InterpolatedDiscreteSchedule(DiscreteSchedule):
+    """A DDPM beta table on continuous time with sigma~ linear between the table's timesteps,
+    as diffusers' Euler/Heun schedulers interpolate it (``np.interp`` over the timestep).
+
+    With sigma~ = s/m = sqrt((1 - alpha_bar) / alpha_bar), the knots are t_i = i/N, i = 0..N,
+    with sigma~_0 = 0 (data) and sigma~_i = sqrt((1 - alphas_cumprod[i-1]) / alphas_cumprod[i-1])
+    (timestep tau = i - 1 sits at t = (tau + 1)/N, as in ``DiscreteSchedule``). On
+    [(i-1)/N, i/N]:
+
+        sigma~(t)       = sigma~_{i-1} + (N t - (i - 1)) (sigma~_i - sigma~_{i-1})
+                        (= linear interpolation in tau = N t - 1: diffusers' sigmas for tau >= 0)
+        alpha_bar(t)    = 1 / (1 + sigma~(t)^2)
+        log alpha_bar   = -log(1 + sigma~^2)
+        beta(t)         = -d/dt log alpha_bar = 2 sigma~ sigma~' / (1 + sigma~^2),
+                          sigma~' = N (sigma~_i - sigma~_{i-1})
+        log_snr(t)      = -2 log sigma~(t)
+        t_from_log_snr  sigma~ = exp(-lambda/2), inverted on its interval (sigma~ is increasing)
+
+    At the knots alpha_bar equals the table's alphas_cumprod, as in ``DiscreteSchedule``; in
+    between, that class is linear in log alpha_bar instead. On [0, 1/N] (below timestep 0)
+    sigma~ runs linearly from 0, where diffusers has no values.
+    """
+
+    def __init__(self, betas: Tensor | list[float]) -> None:
+        super().__init__(betas)
+        # sigma~^2 = 1/alpha_bar - 1 = expm1(-log alpha_bar), at t_i = i/N, i = 0..N
+        self._knots_sigma = torch.sqrt(torch.expm1(self._knots_nlab))
+        self._sigma_slopes = torch.diff(self._knots_sigma) * self.num_timesteps
+
+    def _sigma_tilde(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(sigma~(t), d sigma~/dt) for each t."""
+        idx, t_left, _ = self._interval(t)
+        knots = self._knots_sigma.to(device=t.device, dtype=t.dtype)
+        slope = self._sigma_slopes.to(device=t.device, dtype=t.dtype)[idx]
+        return knots[idx] + slope * (t - t_left), slope
+
+    def _log_alpha_bar(self, t: Tensor) -> Tensor:
+        return -torch.log1p(self._sigma_tilde(t)[0] ** 2)
+
+    def _beta(self, t: Tensor) -> Tensor:
+        sig, slope = self._sigma_tilde(t)
+        return 2 * sig * slope / (1 + sig * sig)
+
+    def _log_snr(self, t: Tensor) -> Tensor:
+        return -2 * torch.log(self._sigma_tilde(t)[0])
+
+    def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        sig = torch.exp(-0.5 * log_snr.to(torch.float64))
+        knots = self._knots_sigma.to(sig.device)
+        idx = torch.clamp(
+            torch.searchsorted(knots, sig.contiguous()) - 1, 0, self.num_timesteps - 1
+        )
+        t = (
+            self._knots_t.to(sig.device)[idx]
+            + (sig - knots[idx]) / self._sigma_slopes.to(sig.device)[idx]
+        )
+        return t.clamp(0.0, self.T).to(log_snr.dtype)
+
+    def __repr__(self) -> str:
+        return f"InterpolatedDiscreteSchedule(N={self.num_timesteps})"
+
+
+def fractional_timestep(num_timesteps: int) -> Callable[[Tensor], Tensor]:
+    """label = N t - 1, clamped to [0, N - 1], unrounded (t's dtype): the fractional DDPM
+    timestep tau of time t = (tau + 1) / N, as diffusers' Euler/Heun pass it to the network."""
+    n = int(num_timesteps)
+    if n < 1:
+        raise ValueError(f"num_timesteps must be a positive int, got {num_timesteps}")
+
+    def label(t: Tensor) -> Tensor:
+        return torch.clamp(t * n - 1, 0, n - 1)
+
+    return label
 
 
 def x0_correction_from_config(scheduler_or_config: Any) -> Callable[[Tensor], Tensor] | None:
@@ -163,6 +248,7 @@ def from_diffusers(
     *,
     shape: tuple[int, ...] | None = None,
     apply_x0_correction: bool = True,
+    fractional_timesteps: bool = False,
 ) -> ModelSpec:
     """A ``ModelSpec`` (score, VP SDE on the scheduler's table, sample shape) for a diffusers
     model and its scheduler (or the scheduler's config dict).
@@ -172,6 +258,13 @@ def from_diffusers(
     with ``sample(..., condition=...)`` or ``spec.score.with_condition(...)``. With
     ``apply_x0_correction`` the config's ``clip_sample``/``thresholding`` become the score's
     x0 correction, as diffusers' DDPM/DDIM/DPM-Solver schedulers apply them.
+
+    ``fractional_timesteps=True`` follows diffusers' Euler/Heun between the table's timesteps:
+    the SDE's schedule is ``InterpolatedDiscreteSchedule`` (sigma~ = s/m linear in
+    tau = N t - 1 between table entries, alpha_bar = 1 / (1 + sigma~^2)) and the network's
+    label is the unrounded tau = N t - 1 (float, ``fractional_timestep``). Build grids with
+    ``time_grid_from_timesteps(scheduler.timesteps, N, fractional_timesteps=True)``. At
+    integer timesteps both settings give the same alpha_bar and label.
     """
     if not callable(model):
         raise TypeError("model must be callable as model(x, timesteps, **condition)")
@@ -181,11 +274,15 @@ def from_diffusers(
         raise ValueError(
             f"prediction_type {kind!r} is not supported; known: {', '.join(PREDICTION_TYPES)}"
         )
+    if not isinstance(fractional_timesteps, bool):
+        raise TypeError(f"fractional_timesteps must be True or False, got {fractional_timesteps!r}")
     schedule = schedule_from_config(config)
+    n = schedule.num_timesteps
+    if fractional_timesteps:
+        schedule = InterpolatedDiscreteSchedule(schedule.betas)
     sde = VPSDE(schedule)
-    score = Score(
-        DiffusersNet(model), sde, PREDICTION_TYPES[kind], discrete_index(schedule.num_timesteps)
-    )
+    label = fractional_timestep(n) if fractional_timesteps else discrete_index(n)
+    score = Score(DiffusersNet(model), sde, PREDICTION_TYPES[kind], label)
     if apply_x0_correction:
         score = score.with_x0_correction(x0_correction_from_config(config))
     return ModelSpec(score, sde, tuple(shape) if shape is not None else _sample_shape(model))
@@ -215,20 +312,35 @@ def diffusers_timesteps(
     return torch.from_numpy(np.array(tau, dtype=np.int64, copy=True))
 
 
-def time_grid_from_timesteps(timesteps: Tensor | list[int], num_train_timesteps: int) -> Tensor:
-    """Evaluation times t = (tau + 1) / N for integer DDPM timesteps tau (float64, for
-    ``sample(time_grid=...)``): alpha_bar(t) is alphas_cumprod[tau] and the label is tau."""
+def time_grid_from_timesteps(
+    timesteps: Tensor | list[float],
+    num_train_timesteps: int,
+    *,
+    fractional_timesteps: bool = False,
+) -> Tensor:
+    """Evaluation times t = (tau + 1) / N for DDPM timesteps tau (float64, for
+    ``sample(time_grid=...)``): alpha_bar(t) is alphas_cumprod[tau] and the label is tau.
+
+    Timesteps must be integers unless ``fractional_timesteps=True`` (diffusers' Euler/Heun
+    with "linspace" spacing); then tau in [0, N - 1] may be fractional and the model must come
+    from ``from_diffusers(..., fractional_timesteps=True)``, whose sigma~(t) at these times is
+    diffusers' np.interp(tau, arange(N), sigmas) and whose label is tau itself.
+    """
     tau = torch.as_tensor(timesteps).detach().cpu().flatten()
     n = int(num_train_timesteps)
     if tau.is_floating_point():
-        if not bool((tau == tau.round()).all()):
+        if fractional_timesteps:
+            tau = tau.double()
+        elif bool((tau == tau.round()).all()):
+            tau = tau.round().long()
+        else:
             raise ValueError(
                 "timesteps must be integers: fractional timesteps (diffusers' Euler/Heun with "
-                "'linspace' spacing) sit between the table's entries; use 'leading'/'trailing' "
-                "spacing or a step count that divides N - 1"
+                "'linspace' spacing) sit between the table's entries; build the model with "
+                "from_diffusers(..., fractional_timesteps=True) and pass "
+                "fractional_timesteps=True here, or use 'leading'/'trailing' spacing"
             )
-        tau = tau.round().long()
-    if tau.numel() < 1 or bool((tau < 0).any()) or bool((tau > n - 1).any()):
+    if tau.numel() < 1 or not bool(((tau >= 0) & (tau <= n - 1)).all()):  # NaN fails too
         raise ValueError(f"timesteps must lie in [0, {n - 1}], got {tau.tolist()}")
     return (tau.double() + 1) / n
 

@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from scoresde.checks import check_finite_positive, check_positive_int, check_sampling_dtype
+from scoresde.checks import (
+    check_finite_positive,
+    check_generator,
+    check_positive_int,
+    check_sampling_dtype,
+)
 from scoresde.ode import ODEResult, State, dopri5, solve_ivp_scipy
 from scoresde.sde import SDE
 from scoresde.solvers.probability_flow import probability_flow_rhs, velocity_at
@@ -169,7 +174,9 @@ def _check_inputs(score: ScoreFn, x: Tensor, eps: float, sde: SDE, generator) ->
         raise ValueError("x contains NaN or Inf")
     if not (0 < eps < sde.T):
         raise ValueError(f"eps must lie in (0, {sde.T:g}), got {eps}")
-    if generator is not None and torch.device(generator.device).type != x.device.type:
+    if check_generator("generator", generator) is not None and (
+        torch.device(generator.device).type != x.device.type
+    ):
         raise ValueError(
             f"generator is on {generator.device} but x is on {x.device}: "
             "pass a generator created on x's device"

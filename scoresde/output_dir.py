@@ -11,10 +11,22 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    # the process umask can only be read by setting it; set it straight back
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (0666 & ~umask, so
+    0644 under umask 022): ``mkstemp`` creates 0600 files, which collaborators cannot read.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

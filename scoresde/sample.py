@@ -11,7 +11,12 @@ import torch
 from torch import Tensor
 
 from scoresde.adapters import Score, bind_condition
-from scoresde.checks import check_output, check_sampling_dtype
+from scoresde.checks import (
+    check_generator,
+    check_output,
+    check_positive_int,
+    check_sampling_dtype,
+)
 from scoresde.grids import make_time_grid
 from scoresde.noise import NoiseSource, make_noise
 from scoresde.sde import SDE
@@ -19,6 +24,7 @@ from scoresde.solvers import registry
 from scoresde.solvers.base import NonFiniteSampleError, Run, Solver, StepCallback
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+DEFAULT_STEPS = 1000
 
 
 @dataclass
@@ -57,12 +63,26 @@ class _CountedScore:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         self.count += 1
-        out = self.score(x, t)
+        out = self._first_call(self.score, x, t) if self.count == 1 else self.score(x, t)
         return out if self.checked else check_output(out, x, "score")
 
     def eps(self, x: Tensor, t: Tensor) -> Tensor:  # only for adapters (eps_min_std set)
         self.count += 1
-        return self.score.eps(x, t)
+        return self._first_call(self.score.eps, x, t) if self.count == 1 else self.score.eps(x, t)
+
+    @staticmethod
+    def _first_call(fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
+        """fn(x, t), naming the shapes if the network refuses its very first input (a shape
+        without the batch dimension is the usual cause)."""
+        try:
+            return fn(x, t)
+        except RuntimeError as e:
+            raise RuntimeError(
+                f"the score function failed on its first call, with x of shape "
+                f"{tuple(x.shape)} and t of shape {tuple(t.shape)}: {e}. "
+                "shape must be (B, ...) with the batch dimension first; for a ModelSpec "
+                "write (B, *spec.shape), not spec.shape"
+            ) from e
 
     def rows(self, index: Tensor) -> ScoreFn:
         """This counted score on the batch rows ``index`` (per-sample conditions follow)."""
@@ -85,6 +105,24 @@ def _default_eps(sde: SDE) -> float:
     return 1.0 / n if n else 1e-3
 
 
+def _steps_for_nfe(solver: Solver, nfe: int, steps: int | None, time_grid) -> int:
+    if steps is not None or isinstance(time_grid, Tensor):
+        raise ValueError("give nfe or steps (or a time_grid tensor), not both")
+    if solver.adaptive:
+        raise ValueError(
+            f"nfe: solver {solver.describe()} is adaptive, its cost is not planned; "
+            "give its tolerances instead"
+        )
+    nfe = check_positive_int("nfe", nfe, maximum=10**7)
+    steps = solver.steps_for_nfe(nfe)
+    if steps < 1:
+        raise ValueError(
+            f"nfe = {nfe} is below one step of {solver.describe()} "
+            f"({solver.planned_nfe(1)} evaluations)"
+        )
+    return steps
+
+
 def _make_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
     if generator is not None:
         if torch.device(generator.device).type != device.type:
@@ -105,7 +143,7 @@ def sample(
     *,
     x_T: Tensor | None = None,
     solver: str | Solver = "euler_maruyama",
-    steps: int | None = 1000,
+    steps: int | None = None,
     time_grid: str | Tensor = "uniform",
     eps: float | None = None,
     generator: torch.Generator | None = None,
@@ -117,6 +155,8 @@ def sample(
     progress: bool = False,
     return_trajectory: bool = False,
     condition: dict[str, Any] | None = None,
+    grad: bool = False,
+    nfe: int | None = None,
 ) -> Solution:
     """Draw samples by integrating the reverse SDE / probability-flow ODE of ``sde``.
 
@@ -126,6 +166,10 @@ def sample(
         shape: (B, ...) of the samples; the start x_T is drawn from the prior. Or give ``x_T``.
         solver: a name from ``scoresde.solvers.available()`` or a configured solver object.
         steps: N, the number of solver steps (N + 1 grid points, see ``scoresde.grids``).
+            Default: 1000 with a named grid, the tensor's length with a ``time_grid`` tensor.
+        nfe: instead of ``steps``, a budget of score evaluations per sample: N is the largest
+            step count whose planned evaluations fit (``solver.steps_for_nfe``; a Heun step
+            costs two, its last step one). Not for adaptive solvers, whose cost is not planned.
         time_grid: "uniform", "quadratic", "logsnr", "karras", or a tensor of N evaluation times.
         eps: the smallest evaluation time, in (0, T). Default: 1/N_train for a
             ``DiscreteSchedule`` (DDPM's first timestep), else 1e-3.
@@ -150,6 +194,10 @@ def sample(
             sample's device), a number or 0-d tensor is broadcast to (B,). See
             ``adapters.bind_condition``; for classifier-free guidance wrap the score in
             ``ClassifierFreeGuidance`` and give the condition here.
+        grad: build the autograd graph through the run, so the samples are differentiable in
+            the network's parameters or ``x_T`` (guidance and sampler research). Default
+            False: the run is under ``torch.no_grad()`` and keeps no graph, whatever
+            ``requires_grad`` the network's parameters have.
 
     Returns:
         ``Solution``. Raises ``NonFiniteSampleError`` naming the first step whose result
@@ -157,6 +205,7 @@ def sample(
         generator state to find the step, so the happy path pays no synchronisation).
     """
     solver = registry.get(solver)
+    generator = check_generator("generator", generator)
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an SDE (VPSDE, SubVPSDE, VESDE), got {type(sde).__name__}")
     if not callable(score):
@@ -177,45 +226,52 @@ def sample(
     )
     dtype = check_sampling_dtype(dtype or torch.float32)
     eps = _default_eps(sde) if eps is None else eps
+    if nfe is not None:
+        steps = _steps_for_nfe(solver, nfe, steps, time_grid)
+    if steps is None and not isinstance(time_grid, Tensor):
+        steps = DEFAULT_STEPS
     grid = make_time_grid(sde, steps, time_grid, eps)
     generator = _make_generator(generator, device)
     start_state = generator.get_state()
 
-    if x_T is None:
-        x = sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
-    else:
-        # contiguous: noise is drawn into buffers shaped like x, so strides must not matter
-        x = x_T.to(device=device, dtype=dtype).contiguous()
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x_T contains NaN or Inf")
-    if condition:
-        score = bind_condition(score, condition, x.shape[0], device)
+    with torch.set_grad_enabled(grad):
+        if x_T is None:
+            x = sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype)
+        else:
+            # contiguous: noise is drawn into buffers shaped like x, so strides must not matter
+            x = x_T.to(device=device, dtype=dtype).contiguous()
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x_T contains NaN or Inf")
+        if condition:
+            score = bind_condition(score, condition, x.shape[0], device)
 
-    def make_run() -> Run:
-        counted = _CountedScore(score)
-        source = make_noise(noise, x, generator, sde.T) if isinstance(noise, str) else noise
-        t_rows = grid.to(device=device, dtype=dtype)[:, None].repeat(1, x.shape[0])
-        return Run(sde, counted, source, grid, list(t_rows.unbind(0)), denoise, generator)
+        def make_run() -> Run:
+            counted = _CountedScore(score)
+            source = make_noise(noise, x, generator, sde.T) if isinstance(noise, str) else noise
+            t_rows = grid.to(device=device, dtype=dtype)[:, None].repeat(1, x.shape[0])
+            return Run(sde, counted, source, grid, list(t_rows.unbind(0)), denoise, generator)
 
-    run = make_run()
-    trajectory: list[Tensor] = [x.clone()] if return_trajectory else []
-    observe = _observer(callback, trajectory if return_trajectory else None, progress, run.steps)
-    try:
-        out = solver.integrate(x, run, observe)
-    finally:
-        if observe is not None and hasattr(observe, "close"):
-            observe.close()
-    if not bool(torch.isfinite(out).all()):
-        generator.set_state(start_state)
-        _locate_non_finite(solver, sde, x_T, shape, make_run, x, dtype, device, generator)
-    return Solution(
-        samples=out,
-        nfe=run.score.count,
-        times=grid,
-        solver=solver.describe(),
-        trajectory=torch.stack(trajectory) if return_trajectory else None,
-        stats=dict(run.stats),
-    )
+        run = make_run()
+        trajectory: list[Tensor] = [x.clone()] if return_trajectory else []
+        observe = _observer(
+            callback, trajectory if return_trajectory else None, progress, run.steps
+        )
+        try:
+            out = solver.integrate(x, run, observe)
+        finally:
+            if observe is not None and hasattr(observe, "close"):
+                observe.close()
+        if not bool(torch.isfinite(out).all()):
+            generator.set_state(start_state)
+            _locate_non_finite(solver, sde, x_T, shape, make_run, x, dtype, device, generator)
+        return Solution(
+            samples=out,
+            nfe=run.score.count,
+            times=grid,
+            solver=solver.describe(),
+            trajectory=torch.stack(trajectory) if return_trajectory else None,
+            stats=dict(run.stats),
+        )
 
 
 class _Observer:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 from scoresde.grids import GRIDS, make_time_grid
@@ -25,13 +28,35 @@ def default_schedules() -> dict[str, NoiseSchedule]:
     }
 
 
-def schedule_report(steps: int, eps: float, out: str) -> str:
-    """Write the PNG to ``out`` and return a compact table."""
+# the DDPM linear table follows the continuous linear schedule to plotting accuracy: dashes
+# over a wider solid line keep both visible
+STYLES = [
+    {"lw": 3.5, "alpha": 0.6},
+    {"lw": 1.5},
+    {"lw": 1.5, "ls": (0, (4, 3)), "color": "black"},
+    {"lw": 1.5, "ls": ":"},
+]
+
+
+def output_path(out: str | Path) -> Path:
+    """The PNG file for ``--out``: a directory (existing, or written with a trailing slash or
+    without a suffix) gets schedules.png inside; missing parent directories are created."""
+    path = Path(out)
+    if path.is_dir() or str(out).endswith(("/", os.sep)) or not path.suffix:
+        path = path / "schedules.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def schedule_report(steps: int, eps: float, out: str | Path) -> str:
+    """Write the PNG to ``out`` (a file, or a directory: see ``output_path``) and return a
+    compact table."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out = output_path(out)
     scheds = default_schedules()
     t = torch.linspace(eps, 1.0, 400, dtype=torch.float64)
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
@@ -39,12 +64,12 @@ def schedule_report(steps: int, eps: float, out: str) -> str:
         f"{'schedule':<20} {'t(SNR=1)':>9} {'logSNR(eps)':>12} {'logSNR(1)':>10} "
         f"{'beta min':>9} {'beta max':>9}"
     ]
-    for name, s in scheds.items():
+    for (name, s), style in zip(scheds.items(), STYLES, strict=True):
         lam = s.log_snr(t)
         beta = s.beta(t)
-        axes[0].plot(t, s.alpha_bar(t), label=name)
-        axes[1].plot(t, lam, label=name)
-        axes[2].plot(t, beta, label=name)
+        axes[0].plot(t, s.alpha_bar(t), label=name, **style)
+        axes[1].plot(t, lam, label=name, **style)
+        axes[2].plot(t, beta, label=name, **style)
         rows.append(
             f"{name:<20} {float(s.t_from_log_snr(0.0)):9.4f} {float(lam[0]):12.3f} "
             f"{float(lam[-1]):10.3f} {float(beta.min()):9.4f} {float(beta.max()):9.3f}"

@@ -303,6 +303,16 @@ class LogAlphaBarSchedule(NoiseSchedule):
         values = log_alpha_bar_fn(probe)
         if not isinstance(values, Tensor) or values.shape != probe.shape:
             raise ValueError("log_alpha_bar_fn must map a tensor of times to one of the same shape")
+        if beta_fn is None:
+            with torch.enable_grad():
+                traced = log_alpha_bar_fn(probe.clone().requires_grad_(True))
+            if not (isinstance(traced, Tensor) and traced.requires_grad):
+                raise ValueError(
+                    "log_alpha_bar_fn must be differentiable by autograd (beta is its negative "
+                    "derivative): write it with torch operations (no numpy), or give beta_fn"
+                )
+        elif not callable(beta_fn):
+            raise TypeError("beta_fn must be callable: t -> beta(t)")
         if abs(float(values[0])) > 1e-6 or bool(torch.any(torch.diff(values) >= 0)):
             raise ValueError(
                 "log_alpha_bar_fn must be 0 at t = 0 and strictly decreasing on [0, 1]"

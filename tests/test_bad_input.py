@@ -426,3 +426,95 @@ def test_log_likelihood_data():
     raises_naming(lambda: log_likelihood(score, sde, torch.ones(2, 2, dtype=torch.long)), "dtype")
     raises_naming(lambda: log_likelihood(score, sde, torch.tensor(1.0)), "x must")
     raises_naming(lambda: log_likelihood(lambda x, t: x[:, :1], sde, torch.ones(2, 2)), "shape")
+
+
+# -- the messages a new user met (issue 27, point 6) ---------------------------------------
+
+
+def test_a_seed_instead_of_a_generator_is_named():
+    sde = sd.VPSDE()
+    with pytest.raises(TypeError, match=r"generator must be a torch.Generator.*manual_seed\(0\)"):
+        sd.sample(lambda x, t: -x, sde, (2, 2), steps=2, generator=0)
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator"):
+        log_likelihood(lambda x, t: -x, sde, torch.zeros(2, 2), generator=7)
+
+
+def test_a_solver_class_instead_of_a_name_or_instance_is_named():
+    with pytest.raises(TypeError, match=r"got the class UniPC: write UniPC\(\.\.\.\)"):
+        sd.sample(lambda x, t: -x, sd.VPSDE(), (2, 2), solver=sd.solvers.UniPC, steps=2)
+
+
+def test_compare_takes_one_budget_and_a_comma_separated_solver_list():
+    kw = {"targets": "gmm2d", "samples": 20, "replicates": 2}
+    records = compare(solvers="ddim,ode_euler", nfe=10, **kw)
+    assert {(r.solver, r.budget) for r in records} == {("ddim", 10), ("ode_euler", 10)}
+    assert {r.budget for r in compare(solvers="ddim", nfe="5,10", **kw)} == {5, 10}
+    raises_naming(lambda: compare(solvers="ddim", nfe=1.5, **kw), "nfe")
+    raises_naming(lambda: compare(solvers="ddim", nfe="5,x", **kw), "nfe")
+
+
+def test_a_shape_without_the_batch_dimension_is_explained():
+    from scoresde.model import load_model
+
+    spec = load_model("digits")  # its U-Net refuses a (1, 8, 8) input inside torch
+    with pytest.raises(RuntimeError, match=r"x of shape \(1, 8, 8\).*\(B, \*spec.shape\)"):
+        sd.sample(spec.score, spec.sde, spec.shape, solver="ddim", steps=2)
+
+
+def test_a_grid_tensor_without_steps_takes_its_length():
+    grid = torch.linspace(1.0, 1e-3, 6, dtype=torch.float64)
+    sol = sd.sample(lambda x, t: -x, sd.VPSDE(), (2, 2), solver="ddim", time_grid=grid)
+    assert sol.nfe == 6 and torch.equal(sol.times[:-1], grid)
+
+
+def test_a_numpy_log_alpha_bar_is_refused_at_construction():
+    import numpy as np
+
+    def numpy_fn(t):
+        return torch.from_numpy(-10.0 * np.asarray(t.detach()) ** 2)
+
+    with pytest.raises(ValueError, match="log_alpha_bar_fn must be differentiable by autograd"):
+        sd.LogAlphaBarSchedule(numpy_fn)
+    # with its own beta it is fine
+    sd.LogAlphaBarSchedule(numpy_fn, beta_fn=lambda t: 20.0 * t)
+
+
+def test_a_usage_error_prints_no_progress_bar(capsys):
+    from scoresde.cli import main
+
+    assert main(["compare", "--target", "gmm2d", "--nfe", "10", "--solvers", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("scoresde: error: solver 'nope': unknown solver"), err
+    assert "compare:" not in err and "run/s" not in err
+
+
+def test_the_bad_input_page_lists_every_registered_solver():
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "bad-input.md").read_text()
+    line = next(ln for ln in page.splitlines() if ln.startswith("| sample | solver 'foo' |"))
+    listed = line.split("known solvers: ")[1].rstrip(" |").split(", ")
+    assert listed == sd.solvers.available()  # regenerate: python docs/bad_input_table.py
+
+
+def test_sample_takes_an_nfe_budget_through_the_solvers_evaluations_per_step():
+    def score(x, t):
+        return -x
+
+    for solver in sd.solvers.available():
+        s = sd.solvers.get(solver)
+        if s.adaptive:
+            raises_naming(lambda s=s: sd.sample(score, sd.VPSDE(), (2, 2), solver=s, nfe=10),
+                          "nfe")  # fmt: skip
+            continue
+        for budget in (s.planned_nfe(1), 7, 10, 20):
+            if budget < s.planned_nfe(1):
+                continue
+            steps = max(n for n in range(1, budget + 1) if s.planned_nfe(n) <= budget)
+            gen = torch.Generator().manual_seed(0)
+            a = sd.sample(score, sd.VPSDE(), (2, 2), solver=s, nfe=budget, generator=gen)
+            gen = torch.Generator().manual_seed(0)
+            b = sd.sample(score, sd.VPSDE(), (2, 2), solver=s, steps=steps, generator=gen)
+            assert torch.equal(a.samples, b.samples) and a.nfe == b.nfe <= budget, solver
+    raises_naming(lambda: sd.sample(score, sd.VPSDE(), (2, 2), nfe=10, steps=10), "nfe")
+    raises_naming(lambda: sd.sample(score, sd.VPSDE(), (2, 2), solver="ode_heun", nfe=0), "nfe")

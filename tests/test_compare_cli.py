@@ -67,6 +67,7 @@ def test_compare_end_to_end(tmp_path, capsys):
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 6 and float(rows[0]["sw1"]) > 0 and float(rows[0]["se_sw1"]) > 0
     png = (out / "error_vs_nfe.png").read_bytes()
+    _check_error_plot_styles()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     w, h = struct.unpack(">II", png[16:24])
     assert 400 < w < 4000 and 300 < h < 4000
@@ -127,6 +128,21 @@ def test_schedules_command(tmp_path, capsys):
     assert main(["schedules", "--steps", "8", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "cosine" in text and "t(SNR=1)" in text and out.read_bytes()[:4] == b"\x89PNG"
+    # a directory that does not exist yet, with or without a trailing slash
+    assert main(["schedules", "--steps", "8", "--out", str(tmp_path / "new" / "dir") + "/"]) == 0
+    assert (tmp_path / "new" / "dir" / "schedules.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["schedules", "--steps", "8", "--out", str(tmp_path / "other")]) == 0
+    assert (tmp_path / "other" / "schedules.png").is_file()
+    assert main(["schedules", "--steps", "8", "--out", str(tmp_path / "a" / "b.png")]) == 0
+    assert (tmp_path / "a" / "b.png").is_file()
+
+
+def test_schedules_plot_shows_the_linear_curve_beside_the_ddpm_table():
+    from scoresde.schedule_report import STYLES, default_schedules
+
+    names = list(default_schedules())
+    linear, table = STYLES[names.index("linear")], STYLES[names.index("ddpm-linear-1000")]
+    assert linear["lw"] > table["lw"] and "ls" in table  # wide solid under thin dashes
 
 
 def test_metrics_known_values():
@@ -172,3 +188,71 @@ def test_solver_specs_options_grids_and_floor_summary(capsys):
     text = sd.evaluation.format_floor_summary(records)
     assert text.splitlines()[0].startswith("fewest NFE at the floor")
     assert len(text.splitlines()) == 2 + len(specs)
+
+
+def _check_error_plot_styles():
+    """Every solver gets its own colour (the DPM-Solver variants were three alike greens) and
+    the NFE axis reads plain budgets."""
+    from matplotlib.colors import to_rgb
+
+    from scoresde.evaluation.compare import Record
+    from scoresde.evaluation.report import _styles, error_vs_nfe_figure
+
+    solvers = ["ddim", "dpm_solver", "dpm_solver++", "dpm_solver_single", "sde_dpm_solver++"]
+    colours = [to_rgb(s["color"]) for s in _styles(solvers).values()]
+    gaps = [max(abs(a - b) for a, b in zip(c1, c2, strict=True))
+            for i, c1 in enumerate(colours) for c2 in colours[i + 1:]]  # fmt: skip
+    assert min(gaps) > 0.15, colours
+    metrics = dict.fromkeys(("sw1", "coupled", "mmd"), 0.1)
+    records = [
+        Record(
+            target="gmm2d",
+            solver="ddim",
+            config="",
+            budget=b,
+            nfe=b,
+            steps=b,
+            schedule="linear",
+            time_grid="uniform",
+            samples=10,
+            replicates=2,
+            seed=0,
+            wall_s=0.0,
+            metrics=metrics,
+            stderr=metrics,
+            p_value={},
+            at_floor=False,
+            floor=metrics,
+            floor_stderr=metrics,
+            extra={"exact_sampler": {}},
+        )
+        for b in (10, 20, 50)
+    ]
+    fig = error_vs_nfe_figure(records)
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["10", "20", "50"], ticks
+    assert fig.axes[0].get_ylabel() == "sliced W1 to the target"
+
+
+def test_every_cli_option_has_help_with_its_default(capsys):
+    import re
+    from importlib.metadata import version
+
+    required = {"generate": {"--model", "--num", "--out"}}
+    missing = []
+    for command in ("compare", "generate", "likelihood", "schedules"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out.split("options:", 1)[1]
+        # one entry per option: from its "  --name" line to the next one
+        for entry in re.split(r"\n(?=  -)", text.strip("\n")):
+            name = re.findall(r"--[a-z-]+", entry)[0]
+            if name == "--help" or name in required.get(command, ()):
+                continue
+            if "default" not in " ".join(entry.split()[1:]):
+                missing.append(f"{command} {name}")
+    assert not missing, missing
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"scoresde {version('scoresde')}"
+    assert sd.__version__ == version("scoresde")

@@ -109,6 +109,14 @@ def test_compare_on_digits_adds_data_metrics_and_floors():
         assert np.isfinite(r.metrics["coupled"])
     assert seen[0][0] == "reference" and all(s[2] == (24, 1, 8, 8) for s in seen)
 
+    # the error plot of a model run: SW1 is to the reference, the data floor is in the legend
+    from scoresde.evaluation.report import error_vs_nfe_figure
+
+    fig = error_vs_nfe_figure(records)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "held-out data" in labels and "reference ± 2 s.e." in labels
+    assert fig.axes[0].get_ylabel() == "sliced W1 to the ODE reference"
+
 
 def test_compare_defaults_come_from_the_model():
     with pytest.raises(ValueError, match="budgets"):

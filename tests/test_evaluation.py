@@ -258,3 +258,26 @@ def test_adaptive_ladder_stops_after_passing_the_largest_budget():
     assert len(records) == 1 and records[0].nfe > 10
     records = sd.compare(["gmm2d"], ["ode_rk45"], [500], samples=50, replicates=2)
     assert len(records) == 9  # the whole ladder stays below 500 NFE
+
+
+def test_p_values_equal_scipys_t_tests_and_compare_runs_without_warnings():
+    import warnings
+
+    import numpy as np
+    import scipy.stats as st
+
+    from scoresde.evaluation.estimates import one_sample_p_value, welch_p_value
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        a, b = rng.normal(size=rng.integers(2, 12)), rng.normal(0.3, 2, size=rng.integers(2, 12))
+        for alt in ("greater", "two-sided"):
+            want = st.ttest_ind(a, b, equal_var=False, alternative=alt).pvalue
+            assert welch_p_value(list(a), list(b), alt) == pytest.approx(want, rel=1e-12)
+            want = st.ttest_1samp(a, 0.2, alternative=alt).pvalue
+            assert one_sample_p_value(list(a), 0.2, alt) == pytest.approx(want, rel=1e-12)
+    # nearly identical replicate values made scipy warn of precision loss on every run
+    assert welch_p_value([1.0, 1.0 + 1e-15, 1.0], [1.0, 1.0, 1.0 - 1e-15]) > 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sd.compare(targets="gmm2d", solvers="ode_euler,ddim", nfe=10, samples=50, replicates=2)

@@ -230,6 +230,41 @@ def test_fingerprint_sees_parameters_the_probe_misses():
     assert model_fingerprint(spec) != before
 
 
+def test_fingerprint_sees_a_constant_rescaling_of_a_plain_function():
+    from scoresde.targets import mixture_2d
+
+    g, sde = mixture_2d(), sd.VPSDE()
+
+    def spec(factor):
+        return ModelSpec(sd.score_from_eps(lambda x, t: factor * g.eps(x, t, sde), sde), sde, (2,))
+
+    assert model_fingerprint(spec(1.0)) == model_fingerprint(spec(1.0))
+    assert model_fingerprint(spec(1.0)) != model_fingerprint(spec(1.5))
+    assert model_fingerprint(spec(1.0)) != model_fingerprint(spec(1.001))
+
+
+def test_output_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _run(tmp_path / "gen", "--num", "12")
+        cmp = ["compare", "--target", "gmm2d", "--nfe", "10", "--solvers", "ode_euler"]
+        cmp += ["--samples", "50", "--replicates", "2", "--no-progress"]
+        main([*cmp, "--out", str(tmp_path / "cmp")])
+        os.umask(0o027)
+        _run(tmp_path / "gen027", "--num", "12")
+    finally:
+        os.umask(old)
+    written = [p for p in (tmp_path / "gen").iterdir() if p.is_file()]
+    written += [p for p in (tmp_path / "cmp").iterdir() if p.is_file()]
+    names = {p.name for p in written}
+    assert {"manifest.json", "run.json", "results.json", "results.csv"} <= names
+    assert any(n.startswith("shard_") for n in names)
+    for p in written:
+        assert p.stat().st_mode & 0o777 == 0o644, p.name
+    for p in (tmp_path / "gen027").iterdir():
+        assert p.stat().st_mode & 0o777 == 0o640, p.name
+
+
 def test_shard_not_matching_the_manifest_checksum_is_regenerated(tmp_path):
     spec = load_model(TOY)
     kw = {"num": 20, "shard_size": 10, "steps": 4, "progress": False}

@@ -17,6 +17,7 @@ import torch
 
 import scoresde as sd
 from scoresde.interop import (
+    InterpolatedDiscreteSchedule,
     diffusers_timesteps,
     from_diffusers,
     from_k_diffusion,
@@ -159,11 +160,14 @@ DIFFUSERS_CASES = [
 VE_FORM = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler")
 
 
-def diffusers_parity(unet, noise, scheduler_name, config, solver, options, steps=N):
+def diffusers_parity(
+    unet, noise, scheduler_name, config, solver, options, steps=N, fractional_timesteps=False
+):
     """(ours, theirs, spec) for one scheduler run with the same start and noise."""
     z_T, draws = noise
     config = dict(config)
     step_kwargs = config.pop("step", None)  # arguments of scheduler.step (DDIM's eta)
+    steps = config.pop("steps", steps)  # set_timesteps' step count
     sched = getattr(diffusers, scheduler_name)(**config)
     sched.set_timesteps(steps)
     x_start = z_T * sched.init_noise_sigma
@@ -171,9 +175,10 @@ def diffusers_parity(unet, noise, scheduler_name, config, solver, options, steps
     if scheduler_name in VE_FORM:  # they sample x~ = x / m; ours starts at m x~ (= z here)
         x_T = x_start / torch.sqrt(1 + sched.sigmas[0].double() ** 2)
     theirs = run_diffusers(sched, unet, x_start.clone(), draws, step_kwargs)
-    spec = from_diffusers(unet, sched)
+    spec = from_diffusers(unet, sched, fractional_timesteps=fractional_timesteps)
     tau = torch.unique_consecutive(sched.timesteps)  # Heun repeats each timestep
-    grid = time_grid_from_timesteps(tau, sched.config.num_train_timesteps)
+    grid = time_grid_from_timesteps(tau, sched.config.num_train_timesteps,
+                                    fractional_timesteps=fractional_timesteps)  # fmt: skip
     with torch.no_grad():
         ours = sd.sample(spec.score, spec.sde, x_T=x_T, solver=sd.solvers.get(solver, **options),
                          steps=None, time_grid=grid, noise=ListNoise(draws)).samples  # fmt: skip
@@ -184,6 +189,93 @@ def diffusers_parity(unet, noise, scheduler_name, config, solver, options, steps
 def test_parity_with_diffusers(unet, noise, scheduler, config, solver, options):
     ours, theirs, _ = diffusers_parity(unet, noise, scheduler, config, solver, options)
     assert _rel(ours, theirs) <= TOL
+
+
+# diffusers' Euler/Heun at their default "linspace" spacing with 25 or 50 steps: fractional
+# timesteps tau = linspace(0, 999, n), sigma~ interpolated linearly in tau, the network called
+# with tau itself; reproduced by from_diffusers(..., fractional_timesteps=True). Without the
+# option, time_grid_from_sigmas on the default schedule lands 1e-3 away (the label and the
+# between-entries interpolation differ), and time_grid_from_timesteps refuses these timesteps.
+FRACTIONAL_CASES = [
+    ("EulerDiscreteScheduler", {"timestep_spacing": "linspace", "steps": 25}, "ddim", {}),
+    ("EulerDiscreteScheduler", {"timestep_spacing": "linspace", "steps": 50}, "ddim", {}),
+    ("HeunDiscreteScheduler", {"timestep_spacing": "linspace", "steps": 25}, "edm_heun", {}),
+    ("HeunDiscreteScheduler", {"timestep_spacing": "linspace", "steps": 50}, "edm_heun", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("scheduler", "config", "solver", "options"), FRACTIONAL_CASES)
+def test_parity_with_diffusers_fractional_timesteps(
+    unet, noise, scheduler, config, solver, options
+):
+    ours, theirs, spec = diffusers_parity(
+        unet, noise, scheduler, config, solver, options, fractional_timesteps=True
+    )
+    assert isinstance(spec.sde.schedule, InterpolatedDiscreteSchedule)
+    assert _rel(ours, theirs) <= TOL
+
+
+def test_fractional_timesteps_are_refused_without_the_option():
+    sched = diffusers.EulerDiscreteScheduler()
+    sched.set_timesteps(25)
+    assert not bool((sched.timesteps == sched.timesteps.round()).all())
+    with pytest.raises(ValueError, match=r"fractional_timesteps=True"):
+        time_grid_from_timesteps(sched.timesteps, 1000)
+    grid = time_grid_from_timesteps(sched.timesteps, 1000, fractional_timesteps=True)
+    assert torch.allclose(grid * 1000 - 1, sched.timesteps.double(), rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 999\]"):
+        time_grid_from_timesteps([999.5, 3.25], 1000, fractional_timesteps=True)
+    with pytest.raises(TypeError, match="fractional_timesteps"):
+        from_diffusers(lambda x, t: x, {}, shape=(2,), fractional_timesteps="interpolate")
+
+
+@pytest.mark.parametrize("steps", [25, 30, 50])
+def test_interpolated_schedule_is_diffusers_sigma_interpolation(unet, steps):
+    sched = diffusers.EulerDiscreteScheduler()
+    sched.set_timesteps(steps)
+    spec = from_diffusers(unet, sched, fractional_timesteps=True)
+    t = time_grid_from_timesteps(sched.timesteps, 1000, fractional_timesteps=True)
+    m, s = spec.sde._marginal(t)
+    # diffusers' formula, np.interp(tau, arange(N), sqrt((1 - acp) / acp)), on our float64
+    # table; their float32 sigmas agree to 1e-4 (1 - acp in float32 near tau = 0)
+    acp = spec.sde.schedule.alphas_cumprod.numpy()
+    tau = sched.timesteps.double().numpy()
+    interp = np.interp(tau, np.arange(1000), np.sqrt((1 - acp) / acp))
+    assert torch.allclose(s / m, torch.from_numpy(interp), rtol=1e-12, atol=0)
+    assert torch.allclose(s / m, sched.sigmas[:-1].double(), rtol=2e-4, atol=0)
+    assert torch.allclose(spec.score.time_label(t), sched.timesteps.double(), rtol=0, atol=1e-9)
+    # these sigmas and the timesteps give the same grid on this SDE
+    sig_grid = time_grid_from_sigmas(spec.sde, torch.from_numpy(interp))
+    assert torch.allclose(sig_grid, t, rtol=0, atol=1e-12)
+
+
+def test_interpolated_schedule_is_one_coherent_sde():
+    """alpha_bar = 1 / (1 + sigma~^2) equals the table at its timesteps; beta is
+    -d log alpha_bar / dt; t_from_log_snr inverts log_snr; sigma~ is linear between knots."""
+    table = schedule_from_config({})
+    ours = InterpolatedDiscreteSchedule(table.betas)
+    knots = torch.arange(1, 1001, dtype=torch.float64) / 1000
+    assert torch.allclose(ours.alpha_bar(knots), table.alphas_cumprod, rtol=1e-12, atol=0)
+    assert float(ours.alpha_bar(torch.tensor(0.0, dtype=torch.float64))) == 1.0
+    t = torch.rand(500, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.cat([t, t * 0.002, torch.tensor([1.0])])
+    autograd = sd.schedules.NoiseSchedule._beta(ours, t)
+    assert torch.allclose(ours.beta(t), autograd, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(ours.t_from_log_snr(ours.log_snr(t)), t, rtol=0, atol=1e-12)
+    sig = ours._sigma_tilde(t)[0]
+    assert torch.allclose(ours.log_snr(t), -2 * torch.log(sig), rtol=1e-12)
+    mid = (torch.arange(1, 1000, dtype=torch.float64) + 0.5) / 1000  # halfway between knots
+    sig_k = torch.sqrt((1 - table.alphas_cumprod) / table.alphas_cumprod)
+    assert torch.allclose(ours._sigma_tilde(mid)[0], (sig_k[:-1] + sig_k[1:]) / 2, rtol=1e-12)
+
+
+def test_fractional_option_at_integer_timesteps_changes_nothing(unet, noise):
+    """10 steps: linspace(0, 999, 10) is integer, where both schedules and labels agree."""
+    a, theirs, _ = diffusers_parity(unet, noise, "HeunDiscreteScheduler", {}, "edm_heun", {})
+    b, _, _ = diffusers_parity(unet, noise, "HeunDiscreteScheduler", {}, "edm_heun", {},
+                               fractional_timesteps=True)  # fmt: skip
+    assert _rel(a, b) <= 1e-12
+    assert _rel(b, theirs) <= TOL
 
 
 # These schedulers end at sigma_min = sigma(timestep 0) rather than at the denoised x0: DEIS

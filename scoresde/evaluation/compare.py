@@ -54,6 +54,7 @@ from scoresde.checks import (
 from scoresde.evaluation.estimates import estimate, floor_test, welch_p_value
 from scoresde.grids import GRIDS
 from scoresde.model import ModelSpec, load_model
+from scoresde.model_check import check_model as run_model_check
 from scoresde.sample import sample
 from scoresde.schedules import CosineSchedule, DiscreteSchedule, LinearSchedule, NoiseSchedule
 from scoresde.sde import SDE, VPSDE
@@ -179,16 +180,13 @@ def _option_value(text: str) -> Any:
 
 def steps_for_budget(solver: Solver, budget: int) -> int:
     """The largest step count whose planned NFE fits in ``budget`` (0 if none does)."""
-    for n in range(max(1, budget), 0, -1):
-        if solver.planned_nfe(n) <= budget:
-            return n
-    return 0
+    return solver.steps_for_nfe(budget)
 
 
 def _names(name: str, value: Any) -> list[str]:
-    """A list of names from one name or an iterable of them."""
+    """A list of names from one name, a comma-separated string or an iterable of names."""
     if isinstance(value, str):
-        return [value]
+        return [v.strip() for v in value.split(",") if v.strip()] or [value]
     try:
         names = list(value)
     except TypeError:
@@ -198,7 +196,20 @@ def _names(name: str, value: Any) -> list[str]:
     return names
 
 
-def _check_budgets(nfe: Iterable[Any]) -> list[int]:
+def _check_budgets(nfe: int | str | Iterable[Any]) -> list[int]:
+    if isinstance(nfe, str):
+        try:
+            nfe = [int(b) for b in nfe.split(",")]
+        except ValueError:
+            raise ValueError(f"nfe must be integers like '10,20,50', got {nfe!r}") from None
+    elif isinstance(nfe, int) and not isinstance(nfe, bool):
+        nfe = [nfe]
+    try:
+        nfe = list(nfe)
+    except TypeError:
+        raise TypeError(
+            f"nfe must be an int or a list of ints (NFE budgets), got {nfe!r}"
+        ) from None
     out = []
     for b in nfe:
         if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_STEPS:
@@ -362,13 +373,16 @@ def compare(
     alpha: float = ALPHA,
     progress: Callable[[str], None] | None = None,
     on_samples: Callable[[str, int, Tensor], None] | None = None,
+    check_model: bool = True,
 ) -> list[Record]:
     """Run every solver at every NFE budget on each target; return one ``Record`` per run.
 
     Args:
         targets: analytic targets (``scoresde.targets.TARGETS``); ignored with ``model``.
-        solvers: solver specs ``name[:key=value...][:grid=rule]``.
-        nfe: budgets of score evaluations per sample (a two-evaluation step counts twice).
+        solvers: solver specs ``name[:key=value...][:grid=rule]``: a list, or one string
+            with specs separated by commas.
+        nfe: budgets of score evaluations per sample (a two-evaluation step counts twice): a
+            list, one int, or a string "10,20,50".
             Adaptive solvers run a tolerance ladder instead and are filed by their real NFE.
             Default DEFAULT_BUDGETS.
         samples, replicates: n samples in each of R independent replicates (R >= 2); every
@@ -386,8 +400,12 @@ def compare(
         on_samples: called as on_samples(label, nfe, x) with every run's samples x
             (R * n, ...), all from the same x_T row by row; label is the solver spec, or
             "reference" for the converged ODE reference. For pictures (``write_sample_grids``).
+        check_model: with ``model``, run ``scoresde.check_model`` first, warning if the
+            model's adapter looks wrong (``ModelCheckWarning``).
     """
     model_spec = load_model(model) if model is not None else None
+    if model_spec is not None and check_model:
+        run_model_check(model_spec, device=check_device("device", device))
     given = {
         "nfe": nfe,
         "samples": samples,

@@ -262,32 +262,28 @@ FAMILIES = {  # solver name -> (family, line style)
     "dpm_solver++": "exponential",
     "dpm_solver_single": "exponential",
 }
-FAMILY_STYLE = {
-    "SDE": ("-", "Blues"),
-    "ODE": ("--", "Oranges"),
-    "exponential": (":", "Greens"),
-    "other": ("-.", "Greys"),
-}
+FAMILY_STYLE = {"SDE": "-", "ODE": "--", "exponential": ":", "other": "-."}
 MARKERS = "osD^v<>pP*XhH8d"
+# distinct hues (matplotlib's tab10 and the dark half of tab20b): shades of one colour per
+# family were too alike to tell apart; the family is carried by the line style instead
+COLOURS = ("tab10", range(10)), ("tab20b", range(0, 20, 4)), ("tab20b", range(2, 20, 4))
 
 
 def _styles(solvers: list[str]) -> dict[str, dict[str, Any]]:
-    """A distinct (colour, marker, line style) per solver; colour shades within a family."""
+    """A distinct (colour, marker) per solver; the line style says its family."""
     import matplotlib
 
+    colours = [matplotlib.colormaps[name](i) for name, idx in COLOURS for i in idx]
     families: dict[str, list[str]] = {}
     for s in solvers:
         families.setdefault(FAMILIES.get(s.split(":")[0], "other"), []).append(s)
     out, k = {}, 0
     for family, members in families.items():
-        ls, cmap = FAMILY_STYLE[family]
-        shades = matplotlib.colormaps[cmap]
-        for i, s in enumerate(members):
-            shade = 0.45 + 0.5 * (i / max(1, len(members) - 1))
+        for s in members:
             out[s] = {
-                "color": shades(shade),
+                "color": colours[k % len(colours)],
                 "marker": MARKERS[k % len(MARKERS)],
-                "linestyle": ls,
+                "linestyle": FAMILY_STYLE[family],
                 "label": f"{s} [{family}]",
             }
             k += 1
@@ -295,9 +291,19 @@ def _styles(solvers: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def plot_error_vs_nfe(records: Sequence[Record], path: Path) -> None:
+    """Write ``error_vs_nfe_figure(records)`` to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = error_vs_nfe_figure(records)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def error_vs_nfe_figure(records: Sequence[Record]):
     """Three panels per target: SW1 to the target (mean ± s.e., the grey band is the exact
     reference's mean ± 2 s.e.), the coupled error with reference slopes NFE^-1, ^-2, ^-3, and
-    MMD^2 on a symmetric-log axis that keeps negative estimates."""
+    MMD^2 on a symmetric-log axis that keeps negative estimates; a model's data metric adds a
+    fourth. Returns the matplotlib figure (one legend for all panels, at the right)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -306,6 +312,7 @@ def plot_error_vs_nfe(records: Sequence[Record], path: Path) -> None:
     targets = list(dict.fromkeys(r.target for r in records))
     solvers = list(dict.fromkeys(r.solver for r in records))
     style = _styles(solvers)
+    on_target = "exact_sampler" in records[0].extra  # analytic target; else a model's reference
     panels = ("sw1", "coupled", "mmd") + (("fd",) if "fd" in records[0].metrics else ())
     fig, axes = plt.subplots(
         len(panels),
@@ -331,16 +338,18 @@ def plot_error_vs_nfe(records: Sequence[Record], path: Path) -> None:
                 se = [0.0 if math.isnan(s) else s for s in se]
                 ax.errorbar(n, m, yerr=se, ms=4, lw=1, capsize=2, **style[solver])
             ax.set_xscale("log")
+            _budget_ticks(ax, rows)
             floor, fse = rows[0].floor[metric], rows[0].floor_stderr[metric]
             if metric == "coupled":
                 _slopes(ax, rows)
                 ax.set_yscale("log")
                 ax.set_ylabel("coupled error E|x - x_ref|")
             elif metric == "sw1":
+                band = "exact reference" if on_target else "reference"
                 ax.axhspan(floor - 2 * fse, floor + 2 * fse, color="grey", alpha=0.3,
-                           label="exact reference ± 2 s.e.")  # fmt: skip
+                           label=f"{band} ± 2 s.e.")  # fmt: skip
                 ax.set_yscale("log")
-                ax.set_ylabel("sliced W1 to the target")
+                ax.set_ylabel("sliced W1 to the " + ("target" if on_target else "ODE reference"))
             elif metric == "fd":
                 ax.axhspan(floor - 2 * fse, floor + 2 * fse, color="grey", alpha=0.3)
                 data = rows[0].extra.get("data_floor", {}).get("fd")
@@ -356,14 +365,27 @@ def plot_error_vs_nfe(records: Sequence[Record], path: Path) -> None:
             ax.set_xlabel("score evaluations (NFE)")
             ax.set_title(f"{target}: {metric}")
             ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    slope_h, slope_l = axes[1][0].get_legend_handles_labels()
-    keep = {lab: h for h, lab in zip(handles + slope_h, labels + slope_l, strict=True)}
+    keep = {}  # every labelled artist of the first column, once (solvers, band, slopes, data)
+    for row in axes:
+        for h, lab in zip(*row[0].get_legend_handles_labels(), strict=True):
+            keep.setdefault(lab, h)
     fig.legend(keep.values(), keep.keys(), loc="center left", bbox_to_anchor=(0.995, 0.5),
                fontsize=7, frameon=False)  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    return fig
+
+
+def _budget_ticks(ax, rows: Sequence[Record]) -> None:
+    """Plain-number ticks at the NFE budgets (not 2x10^1 on the log axis)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    budgets = sorted({r.budget for r in rows if r.budget})
+    if budgets:
+        ax.xaxis.set_major_locator(FixedLocator(budgets))
+    formatter = ScalarFormatter()
+    formatter.set_scientific(False)
+    ax.xaxis.set_major_formatter(formatter)
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _slopes(ax, rows: Sequence[Record]) -> None:

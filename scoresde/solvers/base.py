@@ -111,6 +111,18 @@ class Solver:
         """Score evaluations for a run of ``steps`` steps (the last step included)."""
         return self.evals_per_step * steps
 
+    def steps_for_nfe(self, nfe: int) -> int:
+        """The largest step count whose ``planned_nfe`` fits in ``nfe`` (0 if none does);
+        ``planned_nfe`` grows with the steps, so a bisection finds it."""
+        lo, hi = 0, max(1, nfe)  # planned_nfe(lo) fits (or lo = 0); find the last that does
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.planned_nfe(mid) <= nfe:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
         plan = self.prepare(run)
         for k in range(run.steps):

@@ -31,6 +31,11 @@ def get(solver: str | Solver, **options: Any) -> Solver:
         if options:
             raise ValueError("solver options go to the solver's constructor, not with an instance")
         return solver
+    if isinstance(solver, type) and issubclass(solver, Solver):
+        raise TypeError(
+            f"solver must be a name or a solver instance, got the class {solver.__name__}: "
+            f"write {solver.__name__}(...) to configure it, or pass its name as a string"
+        )
     if not isinstance(solver, str) or solver not in _REGISTRY:
         raise ValueError(f"unknown solver {solver!r}; known solvers: {', '.join(available())}")
     factory = _REGISTRY[solver]

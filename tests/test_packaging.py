@@ -1,0 +1,32 @@
+"""What a user's packaging tools see: the licence, type information, the version."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_license_file_matches_pyproject():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["license"] == "MIT" and meta["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert (ROOT / "CHANGELOG.md").read_text().startswith("# Changelog")
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_license_py_typed_and_the_weights(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("scoresde-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "scoresde/py.typed" in names
+    assert any(n.endswith("licenses/LICENSE") for n in names), names
+    assert "scoresde/digits/weights/model.json" in names
