@@ -29,7 +29,7 @@ def gaussian_score(sde: sd.VPSDE):
     sched = sde.schedule
 
     def score(x, t):
-        ab = torch.exp(sched._log_alpha_bar(t))
+        ab = torch.exp(sched.log_alpha_bar(t))
         return x / (-(ab * V_DATA + 1 - ab)).view(-1, *([1] * (x.dim() - 1)))
 
     return score
@@ -40,7 +40,7 @@ def gaussian_eps(sde: sd.VPSDE):
     sched = sde.schedule
 
     def eps(x, t):
-        log_ab = sched._log_alpha_bar(t)
+        log_ab = sched.log_alpha_bar(t)
         ab = torch.exp(log_ab)
         coef = torch.sqrt(-torch.expm1(log_ab)) / (ab * V_DATA + 1 - ab)
         return x * coef.view(-1, *([1] * (x.dim() - 1)))
@@ -69,8 +69,8 @@ def em_coefficients(sde, steps):
     grid = sd.make_time_grid(sde, steps, "uniform", 1e-3)
     t, t_next = grid[:-1], grid[1:]
     dt = t_next - t
-    g = sde._diffusion(t)
-    return grid, (1 + sde._drift_coeff(t) * dt), (-(g * g) * dt), (g * torch.sqrt(-dt))
+    g = sde.diffusion(t)
+    return grid, (1 + sde.drift_coeff(t) * dt), (-(g * g) * dt), (g * torch.sqrt(-dt))
 
 
 def naive_em(score, sde, x_T, steps, gen):
@@ -81,7 +81,7 @@ def naive_em(score, sde, x_T, steps, gen):
         t, t_next = grid[k], grid[k + 1]
         tt = t.expand(b)
         dt = t_next - t
-        beta = sde.schedule._beta(t)
+        beta = sde.schedule.beta(t)
         drift = -0.5 * beta * x - beta * score(x, tt)
         x = x + drift * dt
         if k < steps - 1:

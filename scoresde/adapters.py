@@ -140,7 +140,7 @@ class Score:
         return self._call_net(x, self.time_label(t), self.condition)
 
     def _coefs(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        m, s = self.sde._marginal(t)
+        m, s = self.sde.marginal(t)
         return broadcast_time(m, x), broadcast_time(s.clamp_min(self.min_std), x)
 
     def _x0_of(self, out: Tensor, x: Tensor, m: Tensor, s: Tensor) -> Tensor:
@@ -264,7 +264,7 @@ def eps_from_score(
     """eps(x, t) = -s(t) score(x, t)."""
 
     def eps(x: Tensor, t: Tensor) -> Tensor:
-        s = broadcast_time(sde._marginal(t)[1].clamp_min(min_std), x)
+        s = broadcast_time(sde.marginal(t)[1].clamp_min(min_std), x)
         return -s * score(x, t)
 
     return eps
@@ -276,7 +276,7 @@ def x0_from_score(
     """Tweedie: x0_hat(x, t) = (x + s(t)^2 score(x, t)) / m(t)."""
 
     def x0(x: Tensor, t: Tensor) -> Tensor:
-        m, s = sde._marginal(t)
+        m, s = sde.marginal(t)
         s = broadcast_time(s.clamp_min(min_std), x)
         return (x + s * s * score(x, t)) / broadcast_time(m, x)
 

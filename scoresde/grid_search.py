@@ -63,7 +63,7 @@ class GridResult:
 
 
 def _lam(sde: SDE, t: Tensor) -> Tensor:
-    return 0.5 * sde._log_snr(t)
+    return 0.5 * sde.log_snr(t)
 
 
 def _grid_from_theta(
@@ -76,7 +76,7 @@ def _grid_from_theta(
     w = np.exp(theta - theta.max())
     frac = np.concatenate([[0.0], np.cumsum(w / w.sum())])
     lam = torch.as_tensor(lam_T + span * frac, dtype=torch.float64)
-    t = sde._t_from_log_snr(2 * lam).clamp(eps, T)
+    t = sde.t_from_log_snr(2 * lam).clamp(eps, T)
     t[0] = T
     if not free_end:
         t[-1] = eps

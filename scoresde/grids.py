@@ -56,17 +56,25 @@ def _pin_ends(t: Tensor, sde: SDE, eps: float) -> Tensor:
 
 def logsnr_grid(sde: SDE, steps: int, eps: float) -> Tensor:
     ends = torch.tensor([sde.T, eps], dtype=torch.float64)
-    lam_t, lam_eps = sde._log_snr(ends)
+    lam_t, lam_eps = sde.log_snr(ends)
     lam = lam_t + _fraction(steps) * (lam_eps - lam_t)
-    return _pin_ends(sde._t_from_log_snr(lam), sde, eps)
+    return _pin_ends(sde.t_from_log_snr(lam), sde, eps)
+
+
+def karras_sigmas(
+    sigma_max: float | Tensor, sigma_min: float | Tensor, points: int, rho: float = 7.0
+) -> Tensor:
+    """Karras et al.'s ``points`` noise levels from sigma_max down to sigma_min (float64):
+    sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho."""
+    hi = torch.as_tensor(sigma_max, dtype=torch.float64) ** (1 / rho)
+    lo = torch.as_tensor(sigma_min, dtype=torch.float64) ** (1 / rho)
+    return (hi + _fraction(points) * (lo - hi)) ** rho
 
 
 def karras_grid(sde: SDE, steps: int, eps: float, rho: float = 7.0) -> Tensor:
     ends = torch.tensor([sde.T, eps], dtype=torch.float64)
-    sig_max, sig_min = torch.exp(-0.5 * sde._log_snr(ends))
-    f = _fraction(steps)
-    sigma = (sig_max ** (1 / rho) + f * (sig_min ** (1 / rho) - sig_max ** (1 / rho))) ** rho
-    return _pin_ends(sde._t_from_log_snr(-2 * torch.log(sigma)), sde, eps)
+    sig_max, sig_min = sde.sigma(ends)
+    return _pin_ends(sde.t_from_sigma(karras_sigmas(sig_max, sig_min, steps, rho)), sde, eps)
 
 
 GRIDS: dict[str, GridRule] = {

@@ -140,17 +140,17 @@ class InterpolatedDiscreteSchedule(DiscreteSchedule):
         slope = self._sigma_slopes.to(device=t.device, dtype=t.dtype)[idx]
         return knots[idx] + slope * (t - t_left), slope
 
-    def _log_alpha_bar(self, t: Tensor) -> Tensor:
+    def log_alpha_bar(self, t: Tensor | float) -> Tensor:
         return -torch.log1p(self._sigma_tilde(t)[0] ** 2)
 
-    def _beta(self, t: Tensor) -> Tensor:
+    def beta(self, t: Tensor | float) -> Tensor:
         sig, slope = self._sigma_tilde(t)
         return 2 * sig * slope / (1 + sig * sig)
 
-    def _log_snr(self, t: Tensor) -> Tensor:
+    def log_snr(self, t: Tensor | float) -> Tensor:
         return -2 * torch.log(self._sigma_tilde(t)[0])
 
-    def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+    def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
         sig = torch.exp(-0.5 * log_snr.to(torch.float64))
         knots = self._knots_sigma.to(sig.device)
         idx = torch.clamp(
@@ -353,13 +353,12 @@ def time_grid_from_sigmas(sde: SDE, sigmas: Tensor | list[float]) -> Tensor:
         sig = sig[:-1]
     if sig.numel() < 1 or not bool((sig > 0).all()):
         raise ValueError("sigmas must be positive (a final 0 is allowed and dropped)")
-    t = sde._t_from_log_snr(-2 * torch.log(sig))
-    return t.clamp(max=sde.T)
+    return sde.t_from_sigma(sig).clamp(max=sde.T)
 
 
 def _sigma_label(sde: VESDE) -> Callable[[Tensor], Tensor]:
     def label(t: Tensor) -> Tensor:
-        return sde._sigma(t)
+        return sde.sigma(t)
 
     return label
 

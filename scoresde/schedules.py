@@ -10,13 +10,13 @@ Everything else follows from it:
     log_snr(t)       = log(alpha_bar(t) / (1 - alpha_bar(t)))
     t_from_log_snr   the inverse of log_snr (log_snr is strictly decreasing in t)
 
-Every method takes a floating tensor of any shape and returns one of the same shape. Public
-methods check that t lies in [0, 1] (they read the tensor, so the library's inner loops call the
-underscored versions instead, on times that were validated once up front).
+Every method takes a floating tensor of any shape (or a number) and returns one of the same
+shape, without checking t: they are the coefficients solvers read inside sampling loops.
+``check_time(t)`` validates times at entry points (``sample`` and the grids do).
 
-Writing your own schedule: subclass ``NoiseSchedule`` and implement ``_log_alpha_bar``; beta
+Writing your own schedule: subclass ``NoiseSchedule`` and implement ``log_alpha_bar``; beta
 then comes from autograd, and the inverse of log-SNR from a bisection. Or pass a function to
-``LogAlphaBarSchedule``. Override ``_beta`` and ``_t_from_log_snr`` when closed forms exist.
+``LogAlphaBarSchedule``. Override ``beta`` and ``t_from_log_snr`` when closed forms exist.
 """
 
 from __future__ import annotations
@@ -32,74 +32,72 @@ from scoresde.checks import as_float, as_time_tensor, check_times
 T_MAX = 1.0
 
 
+def solve_decreasing(
+    fn: Callable[[Tensor], Tensor], target: Tensor, lo: float, hi: float, iterations: int = 60
+) -> Tensor:
+    """The x in [lo, hi] with fn(x) = target, for a strictly decreasing fn, by bisection
+    (float64; 60 halvings reach below float64 resolution of [0, 1]). Values of ``target``
+    outside fn's range give the nearer end."""
+    target = target.to(torch.float64)
+    low = torch.full_like(target, lo)
+    high = torch.full_like(target, hi)
+    for _ in range(iterations):
+        mid = 0.5 * (low + high)
+        above = fn(mid) > target  # still too early: move right
+        low = torch.where(above, mid, low)
+        high = torch.where(above, high, mid)
+    return 0.5 * (low + high)
+
+
 class NoiseSchedule:
-    """Base class. Subclasses implement ``_log_alpha_bar(t)``; t in [0, 1]."""
+    """Base class. Subclasses implement ``log_alpha_bar(t)``; t in [0, 1].
+
+    The methods are the coefficient contract every solver reads: tensor in, tensor out, no
+    check of t (they run inside sampling loops, where a check would read the tensor on the
+    host). Entry points (``sample``, the grids) validate times once, with ``check_time``.
+    """
 
     T: float = T_MAX
 
     # -- to implement -------------------------------------------------------------------------
-    def _log_alpha_bar(self, t: Tensor) -> Tensor:
+    def log_alpha_bar(self, t: Tensor | float) -> Tensor:
+        """log alpha_bar(t); t in [0, 1]."""
         raise NotImplementedError
 
     # -- derived, overridable with closed forms -----------------------------------------------
-    def _beta(self, t: Tensor) -> Tensor:
-        """beta(t) = -d/dt log alpha_bar(t), by autograd."""
-        with torch.enable_grad():
-            tt = t.detach().clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self._log_alpha_bar(tt).sum(), tt)
-        return -grad
-
-    def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
-        """Invert log_snr by bisection on [0, 1] (log_snr is strictly decreasing)."""
-        target = log_snr.to(torch.float64)
-        lo = torch.zeros_like(target)
-        hi = torch.full_like(target, self.T)
-        for _ in range(60):  # 2^-60 of the interval: below float64 resolution of t
-            mid = 0.5 * (lo + hi)
-            above = self._log_snr(mid) > target  # still too early: move right
-            lo = torch.where(above, mid, lo)
-            hi = torch.where(above, hi, mid)
-        return (0.5 * (lo + hi)).to(log_snr.dtype)
-
-    def _log_snr(self, t: Tensor) -> Tensor:
-        log_ab = self._log_alpha_bar(t)
-        return log_ab - torch.log(-torch.expm1(log_ab))
-
-    def _sigma(self, t: Tensor) -> Tensor:
-        return torch.sqrt(-torch.expm1(self._log_alpha_bar(t)))
-
-    # -- public, validated ----------------------------------------------------------------------
-    def _checked(self, t: Tensor | float) -> Tensor:
-        t = as_time_tensor(t)
-        check_times("t", t, 0.0, self.T, include_low=True)
-        return t
-
-    def log_alpha_bar(self, t: Tensor | float) -> Tensor:
-        """log alpha_bar(t); t in [0, 1]."""
-        return self._log_alpha_bar(self._checked(t))
-
     def alpha_bar(self, t: Tensor | float) -> Tensor:
         """alpha_bar(t) = exp(log alpha_bar(t)), the squared VP mean coefficient."""
-        return torch.exp(self._log_alpha_bar(self._checked(t)))
+        return torch.exp(self.log_alpha_bar(as_time_tensor(t)))
 
     def beta(self, t: Tensor | float) -> Tensor:
-        """beta(t) = -d/dt log alpha_bar(t), per unit of t."""
-        return self._beta(self._checked(t))
+        """beta(t) = -d/dt log alpha_bar(t), per unit of t (here by autograd)."""
+        t = as_time_tensor(t)
+        with torch.enable_grad():
+            tt = t.detach().clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.log_alpha_bar(tt).sum(), tt)
+        return -grad
 
     def sigma(self, t: Tensor | float) -> Tensor:
         """sigma(t) = sqrt(1 - alpha_bar(t)), the VP marginal std (computed with expm1)."""
-        return self._sigma(self._checked(t))
+        return torch.sqrt(-torch.expm1(self.log_alpha_bar(as_time_tensor(t))))
 
     def log_snr(self, t: Tensor | float) -> Tensor:
         """log_snr(t) = log(alpha_bar / (1 - alpha_bar)); +inf at t = 0."""
-        return self._log_snr(self._checked(t))
+        log_ab = self.log_alpha_bar(as_time_tensor(t))
+        return log_ab - torch.log(-torch.expm1(log_ab))
 
     def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
-        """The t in [0, 1] at which log_snr(t) equals the given value (clamped to [0, 1])."""
+        """The t in [0, 1] at which log_snr(t) equals the given value (clamped to [0, 1]);
+        here by bisection (log_snr is strictly decreasing)."""
         lam = as_time_tensor(log_snr)
-        if bool(torch.isnan(lam).any()):
-            raise ValueError("log_snr must not contain NaN")
-        return self._t_from_log_snr(lam)
+        return solve_decreasing(self.log_snr, lam, 0.0, self.T).to(lam.dtype)
+
+    # -- validation, for entry points -----------------------------------------------------------
+    def check_time(self, t: Tensor | float, name: str = "t") -> Tensor:
+        """``t`` as a tensor, after checking it lies in [0, T] (reads it on the host)."""
+        t = as_time_tensor(t)
+        check_times(name, t, 0.0, self.T, include_low=True)
+        return t
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -122,15 +120,18 @@ class LinearSchedule(NoiseSchedule):
             )
         self.beta_min, self.beta_max = beta_min, beta_max
 
-    def _log_alpha_bar(self, t: Tensor) -> Tensor:
+    def log_alpha_bar(self, t: Tensor | float) -> Tensor:
+        t = as_time_tensor(t)
         return -(self.beta_min + 0.5 * (self.beta_max - self.beta_min) * t) * t
 
-    def _beta(self, t: Tensor) -> Tensor:
+    def beta(self, t: Tensor | float) -> Tensor:
+        t = as_time_tensor(t)
         return self.beta_min + (self.beta_max - self.beta_min) * t
 
-    def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+    def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
         # -log alpha_bar = softplus(-lambda) =: c solves 1/2 db t^2 + b0 t - c = 0;
         # t = 2c / (b0 + sqrt(b0^2 + 2 db c)) avoids cancellation when b0 is large.
+        log_snr = as_time_tensor(log_snr)
         c = torch.nn.functional.softplus(-log_snr)
         b0, db = self.beta_min, self.beta_max - self.beta_min
         t = 2 * c / (b0 + torch.sqrt(b0 * b0 + 2 * db * c))
@@ -177,16 +178,19 @@ class CosineSchedule(NoiseSchedule):
     def _cosine_log_alpha_bar(self, t: Tensor) -> Tensor:
         return 2 * torch.log(torch.cos(self._theta(t))) - self._log_f0
 
-    def _log_alpha_bar(self, t: Tensor) -> Tensor:
+    def log_alpha_bar(self, t: Tensor | float) -> Tensor:
+        t = as_time_tensor(t)
         inside = self._cosine_log_alpha_bar(torch.clamp(t, max=self.t_cap))
         tail = self._log_ab_cap - self.max_beta * (t - self.t_cap)
         return torch.where(t <= self.t_cap, inside, tail)
 
-    def _beta(self, t: Tensor) -> Tensor:
+    def beta(self, t: Tensor | float) -> Tensor:
+        t = as_time_tensor(t)
         inside = math.pi / (1 + self.s) * torch.tan(self._theta(torch.clamp(t, max=self.t_cap)))
         return torch.where(t <= self.t_cap, inside, torch.full_like(t, self.max_beta))
 
-    def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+    def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
+        log_snr = as_time_tensor(log_snr)
         log_ab = -torch.nn.functional.softplus(-log_snr)  # log sigmoid(lambda)
         cos_theta = torch.exp(0.5 * (log_ab + self._log_f0)).clamp(max=1.0)
         t_inside = torch.arccos(cos_theta) * (1 + self.s) * 2 / math.pi - self.s
@@ -259,15 +263,18 @@ class DiscreteSchedule(NoiseSchedule):
         knots_t = self._knots_t.to(device=t.device, dtype=t.dtype)
         return idx, knots_t[idx], self._slopes.to(device=t.device, dtype=t.dtype)[idx]
 
-    def _log_alpha_bar(self, t: Tensor) -> Tensor:
+    def log_alpha_bar(self, t: Tensor | float) -> Tensor:
+        t = as_time_tensor(t)
         idx, t_left, slope = self._interval(t)
         nlab_left = self._knots_nlab.to(device=t.device, dtype=t.dtype)[idx]
         return -(nlab_left + slope * (t - t_left))
 
-    def _beta(self, t: Tensor) -> Tensor:
+    def beta(self, t: Tensor | float) -> Tensor:
+        t = as_time_tensor(t)
         return self._interval(t)[2]
 
-    def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+    def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
+        log_snr = as_time_tensor(log_snr)
         nlab = torch.nn.functional.softplus(-log_snr.to(torch.float64))  # -log alpha_bar
         knots = self._knots_nlab.to(nlab.device)
         idx = torch.clamp(
@@ -319,11 +326,13 @@ class LogAlphaBarSchedule(NoiseSchedule):
             )
         self._fn, self._beta_fn, self.name = log_alpha_bar_fn, beta_fn, name
 
-    def _log_alpha_bar(self, t: Tensor) -> Tensor:
+    def log_alpha_bar(self, t: Tensor | float) -> Tensor:
+        t = as_time_tensor(t)
         return self._fn(t)
 
-    def _beta(self, t: Tensor) -> Tensor:
-        return self._beta_fn(t) if self._beta_fn is not None else super()._beta(t)
+    def beta(self, t: Tensor | float) -> Tensor:
+        t = as_time_tensor(t)
+        return self._beta_fn(t) if self._beta_fn is not None else super().beta(t)
 
     def __repr__(self) -> str:
         return f"LogAlphaBarSchedule(name={self.name!r})"

@@ -24,73 +24,79 @@ import torch
 from torch import Tensor
 
 from scoresde.checks import as_float, as_time_tensor, broadcast_time, check_times
-from scoresde.schedules import LinearSchedule, NoiseSchedule
+from scoresde.schedules import LinearSchedule, NoiseSchedule, solve_decreasing
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
 class SDE:
-    """Base class of linear-drift SDEs. Subclasses implement the underscored methods."""
+    """Base class of linear-drift SDEs: the coefficient contract every solver reads.
+
+    Subclasses implement ``drift_coeff``, ``diffusion``, ``marginal`` and ``prior_std``, and
+    override ``log_snr`` / ``t_from_log_snr`` where closed forms exist. Every coefficient
+    method is tensor in, tensor out (t a tensor of any shape, or a number), with no check of
+    t: they run inside sampling loops, where a check would read the tensor on the host. Entry
+    points (``sample``, the grids) validate times once, with ``check_time``.
+    """
 
     T: float = 1.0
 
-    def _drift_coeff(self, t: Tensor) -> Tensor:
+    def drift_coeff(self, t: Tensor | float) -> Tensor:
+        """a(t) in the drift f(x, t) = a(t) x."""
         raise NotImplementedError
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def diffusion(self, t: Tensor | float) -> Tensor:
+        """g(t), same shape as t."""
         raise NotImplementedError
 
-    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
-    def _log_snr(self, t: Tensor) -> Tensor:
-        """log(m(t)^2 / s(t)^2)."""
-        m, s = self._marginal(t)
-        return 2 * (torch.log(m) - torch.log(s))
-
-    def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+    def marginal(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """(m(t), s(t)): x_t | x_0 ~ N(m(t) x_0, s(t)^2 I). Shapes as t."""
         raise NotImplementedError
 
     @property
     def prior_std(self) -> float:
         raise NotImplementedError
 
-    # -- validated public interface -------------------------------------------------------------
-    def _time(self, t: Tensor | float, x: Tensor | None = None) -> Tensor:
-        t = as_time_tensor(t, like=x)
-        check_times("t", t, 0.0, self.T, include_low=True)
-        return t
-
-    def drift(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """f(x, t) = a(t) x."""
-        t = self._time(t, x)
-        return broadcast_time(self._drift_coeff(t), x) * x
-
-    def diffusion(self, t: Tensor | float) -> Tensor:
-        """g(t), same shape as t."""
-        return self._diffusion(self._time(t))
-
-    def marginal(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
-        """(m(t), s(t)): x_t | x_0 ~ N(m(t) x_0, s(t)^2 I). Shapes as t."""
-        return self._marginal(self._time(t))
-
     def log_snr(self, t: Tensor | float) -> Tensor:
-        """log(m(t)^2 / s(t)^2)."""
-        return self._log_snr(self._time(t))
+        """lambda(t) = log(m(t)^2 / s(t)^2), decreasing in t."""
+        m, s = self.marginal(as_time_tensor(t))
+        return 2 * (torch.log(m) - torch.log(s))
 
     def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
-        """The time at which the log signal-to-noise ratio equals ``log_snr``."""
-        return self._t_from_log_snr(as_time_tensor(log_snr))
+        """The time at which the log signal-to-noise ratio equals ``log_snr`` (clamped to
+        [0, T]); here by bisection on the decreasing lambda(t)."""
+        lam = as_time_tensor(log_snr)
+        return solve_decreasing(self.log_snr, lam, 0.0, self.T).to(lam.dtype)
+
+    def sigma(self, t: Tensor | float) -> Tensor:
+        """sigma~(t) = s(t) / m(t) = exp(-lambda(t) / 2): the noise level of x_t / m(t) (EDM's
+        and k-diffusion's sigma; VE's sigma(t) itself)."""
+        return torch.exp(-0.5 * self.log_snr(t))
+
+    def t_from_sigma(self, sigma: Tensor | float) -> Tensor:
+        """The time at which sigma~(t) = s/m equals ``sigma``: t_from_log_snr(-2 log sigma)."""
+        return self.t_from_log_snr(-2 * torch.log(as_time_tensor(sigma)))
 
     def transition(self, s: Tensor | float, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """(r, w): x_t | x_s ~ N(r x_s, w I), s <= t; r = m(t)/m(s), w = s_t^2 - r^2 s_s^2."""
-        return self._transition(self._time(s), self._time(t))
-
-    def _transition(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        m_s, std_s = self._marginal(s)
-        m_t, std_t = self._marginal(t)
+        m_s, std_s = self.marginal(as_time_tensor(s))
+        m_t, std_t = self.marginal(as_time_tensor(t))
         r = m_t / m_s
         return r, std_t**2 - (r * std_s) ** 2
+
+    def drift(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """f(x, t) = a(t) x (t a scalar or a (B,) tensor, broadcast against x)."""
+        return broadcast_time(self.drift_coeff(as_time_tensor(t, like=x)), x) * x
+
+    def reverse_drift(self, x: Tensor, t: Tensor | float, score: Tensor) -> Tensor:
+        """Drift of the reverse-time SDE dx = [f(x,t) - g(t)^2 score] dt + g(t) dW (dt < 0)."""
+        t = as_time_tensor(t, like=x)
+        return self.drift(x, t) - broadcast_time(self.diffusion(t) ** 2, x) * score
+
+    def probability_flow_drift(self, x: Tensor, t: Tensor | float, score: Tensor) -> Tensor:
+        """Velocity of the probability-flow ODE dx/dt = f(x,t) - 1/2 g(t)^2 score."""
+        t = as_time_tensor(t, like=x)
+        return self.drift(x, t) - 0.5 * broadcast_time(self.diffusion(t) ** 2, x) * score
 
     def perturb(self, x0: Tensor, t: Tensor | float, noise: Tensor) -> Tensor:
         """x_t = m(t) x0 + s(t) noise; ``noise`` is standard normal of x0's shape."""
@@ -98,18 +104,15 @@ class SDE:
             raise ValueError(
                 f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}"
             )
-        m, s = self.marginal(self._time(t, x0))
+        m, s = self.marginal(self.check_time(as_time_tensor(t, like=x0)))
         return broadcast_time(m, x0) * x0 + broadcast_time(s, x0) * noise
 
-    def reverse_drift(self, x: Tensor, t: Tensor | float, score: Tensor) -> Tensor:
-        """Drift of the reverse-time SDE dx = [f(x,t) - g(t)^2 score] dt + g(t) dW (dt < 0)."""
-        t = self._time(t, x)
-        return self.drift(x, t) - broadcast_time(self._diffusion(t) ** 2, x) * score
-
-    def probability_flow_drift(self, x: Tensor, t: Tensor | float, score: Tensor) -> Tensor:
-        """Velocity of the probability-flow ODE dx/dt = f(x,t) - 1/2 g(t)^2 score."""
-        t = self._time(t, x)
-        return self.drift(x, t) - 0.5 * broadcast_time(self._diffusion(t) ** 2, x) * score
+    # -- validation, for entry points -----------------------------------------------------------
+    def check_time(self, t: Tensor | float, name: str = "t") -> Tensor:
+        """``t`` as a tensor, after checking it lies in [0, T] (reads it on the host)."""
+        t = as_time_tensor(t)
+        check_times(name, t, 0.0, self.T, include_low=True)
+        return t
 
     def prior_sample(
         self,
@@ -149,21 +152,21 @@ class VPSDE(SDE):
 
     prior_std = 1.0
 
-    def _drift_coeff(self, t: Tensor) -> Tensor:
-        return -0.5 * self.schedule._beta(t)
+    def drift_coeff(self, t: Tensor | float) -> Tensor:
+        return -0.5 * self.schedule.beta(t)
 
-    def _diffusion(self, t: Tensor) -> Tensor:
-        return torch.sqrt(self.schedule._beta(t))
+    def diffusion(self, t: Tensor | float) -> Tensor:
+        return torch.sqrt(self.schedule.beta(t))
 
-    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        log_ab = self.schedule._log_alpha_bar(t)
+    def marginal(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        log_ab = self.schedule.log_alpha_bar(t)
         return torch.exp(0.5 * log_ab), torch.sqrt(-torch.expm1(log_ab))
 
-    def _log_snr(self, t: Tensor) -> Tensor:
-        return self.schedule._log_snr(t)
+    def log_snr(self, t: Tensor | float) -> Tensor:
+        return self.schedule.log_snr(t)
 
-    def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
-        return self.schedule._t_from_log_snr(log_snr)
+    def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
+        return self.schedule.t_from_log_snr(log_snr)
 
     def __repr__(self) -> str:
         return f"VPSDE({self.schedule!r})"
@@ -175,34 +178,24 @@ class SubVPSDE(VPSDE):
     m(t) = sqrt(alpha_bar(t)), s(t) = 1 - alpha_bar(t) (not its square root); prior N(0, I).
     """
 
-    def _diffusion(self, t: Tensor) -> Tensor:
-        log_ab = self.schedule._log_alpha_bar(t)
-        return torch.sqrt(self.schedule._beta(t) * -torch.expm1(2 * log_ab))
+    def diffusion(self, t: Tensor | float) -> Tensor:
+        log_ab = self.schedule.log_alpha_bar(t)
+        return torch.sqrt(self.schedule.beta(t) * -torch.expm1(2 * log_ab))
 
-    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        log_ab = self.schedule._log_alpha_bar(t)
+    def marginal(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        log_ab = self.schedule.log_alpha_bar(t)
         return torch.exp(0.5 * log_ab), -torch.expm1(log_ab)
 
-    def _log_snr(self, t: Tensor) -> Tensor:
-        log_ab = self.schedule._log_alpha_bar(t)
+    def log_snr(self, t: Tensor | float) -> Tensor:
+        log_ab = self.schedule.log_alpha_bar(t)
         return log_ab - 2 * torch.log(-torch.expm1(log_ab))
 
-    def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
-        # lambda = log ab - 2 log(1 - ab) is decreasing in t: invert by bisection on the schedule
-        return NoiseSchedule._t_from_log_snr(_SubVPLogSNR(self), log_snr)
+    def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
+        # lambda = log ab - 2 log(1 - ab) is decreasing in t: SDE's bisection
+        return SDE.t_from_log_snr(self, log_snr)
 
     def __repr__(self) -> str:
         return f"SubVPSDE({self.schedule!r})"
-
-
-class _SubVPLogSNR(NoiseSchedule):
-    """Adapter so the schedule bisection can invert the sub-VP log-SNR."""
-
-    def __init__(self, sde: SubVPSDE) -> None:
-        self._sde = sde
-
-    def _log_snr(self, t: Tensor) -> Tensor:
-        return self._sde._log_snr(t)
 
 
 class VESDE(SDE):
@@ -229,23 +222,25 @@ class VESDE(SDE):
     def prior_std(self) -> float:
         return self.sigma_max
 
-    def _sigma(self, t: Tensor) -> Tensor:
-        return self.sigma_min * torch.exp(self._log_ratio * t)
+    def sigma(self, t: Tensor | float) -> Tensor:
+        """sigma(t) = sigma_min (sigma_max / sigma_min)^t (= s(t), as m = 1)."""
+        return self.sigma_min * torch.exp(self._log_ratio * as_time_tensor(t))
 
-    def _drift_coeff(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
+    def drift_coeff(self, t: Tensor | float) -> Tensor:
+        return torch.zeros_like(as_time_tensor(t))
 
-    def _diffusion(self, t: Tensor) -> Tensor:
-        return self._sigma(t) * math.sqrt(2 * self._log_ratio)
+    def diffusion(self, t: Tensor | float) -> Tensor:
+        return self.sigma(t) * math.sqrt(2 * self._log_ratio)
 
-    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.ones_like(t), self._sigma(t)
+    def marginal(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        t = as_time_tensor(t)
+        return torch.ones_like(t), self.sigma(t)
 
-    def _log_snr(self, t: Tensor) -> Tensor:
-        return -2 * (math.log(self.sigma_min) + self._log_ratio * t)
+    def log_snr(self, t: Tensor | float) -> Tensor:
+        return -2 * (math.log(self.sigma_min) + self._log_ratio * as_time_tensor(t))
 
-    def _t_from_log_snr(self, log_snr: Tensor) -> Tensor:
-        t = (-0.5 * log_snr - math.log(self.sigma_min)) / self._log_ratio
+    def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
+        t = (-0.5 * as_time_tensor(log_snr) - math.log(self.sigma_min)) / self._log_ratio
         return t.clamp(0.0, self.T)
 
     def __repr__(self) -> str:

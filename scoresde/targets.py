@@ -126,7 +126,7 @@ class GaussianMixture:
             one = torch.ones((), device=like.device, dtype=like.dtype)
             return one, torch.zeros_like(one)
         t = torch.as_tensor(t, device=like.device, dtype=like.dtype)
-        return sde._marginal(t)
+        return sde.marginal(t)
 
     # -- public ---------------------------------------------------------------------------------
     def log_prob(self, x: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ V = 0.5  # Gaussian data N(0, V I): score(x, t) = -x / (m^2 V + s^2), an exactly
 
 def _gaussian_score(sde):
     def score(x, t):
-        m, s = sde._marginal(t)
+        m, s = sde.marginal(t)
         return -x / (m * m * V + s * s).view(-1, *([1] * (x.dim() - 1)))
 
     return score
@@ -29,8 +29,8 @@ def _endpoint_error(sde, solver, steps, grid="quadratic"):
     x_T = torch.randn(256, 2, generator=gen, dtype=torch.float64)
     sol = sd.sample(_gaussian_score(sde), sde, x_T=x_T, solver=solver, steps=steps,
                     time_grid=grid, return_trajectory=True)  # fmt: skip
-    m_T, s_T = sde._marginal(torch.tensor(sde.T, dtype=torch.float64))
-    m_e, s_e = sde._marginal(sol.times[-2])
+    m_T, s_T = sde.marginal(torch.tensor(sde.T, dtype=torch.float64))
+    m_e, s_e = sde.marginal(sol.times[-2])
     exact = x_T * torch.sqrt((m_e**2 * V + s_e**2) / (m_T**2 * V + s_T**2))
     return float((sol.trajectory[-2] - exact).pow(2).mean().sqrt())
 
@@ -127,8 +127,8 @@ def _variance_error(sde, solver, steps):
                     return_trajectory=True)  # fmt: skip
     y = sol.trajectory[-2][:, 0]
     a, c = y[1] - y[0], y[2:] - y[0]
-    m_T, s_T = sde._marginal(torch.tensor(sde.T, dtype=torch.float64))
-    m_e, s_e = sde._marginal(sol.times[-2])
+    m_T, s_T = sde.marginal(torch.tensor(sde.T, dtype=torch.float64))
+    m_e, s_e = sde.marginal(sol.times[-2])
     var = a**2 * (m_T**2 * V + s_T**2) + (c**2).sum()
     return float(abs(var - (m_e**2 * V + s_e**2)))
 
@@ -208,7 +208,7 @@ def test_deis_t_basis_weights_integrate_the_lagrange_basis():
 
     def drho(t):
         tt = torch.tensor(t, dtype=torch.float64, requires_grad=True)
-        m, s = sde._marginal(tt)
+        m, s = sde.marginal(tt)
         (grad,) = torch.autograd.grad(s / m, tt)
         return float(grad)
 

@@ -158,7 +158,7 @@ def test_per_sample_conditions_follow_the_rows_of_adaptive_solvers(wrapped):
     else:
 
         def score(xx, tt, class_labels):
-            s = SDE._marginal(tt)[1][:, None]
+            s = SDE.marginal(tt)[1][:, None]
             return -net(xx, tt, class_labels) / s
 
     sol = sd.sample(score, SDE, x_T=x, solver=sd.solvers.get("adaptive_sde", atol=1e-2),
@@ -187,6 +187,6 @@ def test_x0_correction_reaches_score_eps_and_x0():
     corr = base.with_x0_correction(clip_x0(-0.5, 0.5))
     x0 = corr.x0(x, t)
     assert torch.allclose(x0, base.x0(x, t).clamp(-0.5, 0.5))
-    m, s = (v[:, None] for v in SDE._marginal(t))
+    m, s = (v[:, None] for v in SDE.marginal(t))
     assert torch.allclose(corr(x, t), (m * x0 - x) / s**2)
     assert torch.allclose(corr.eps(x, t), (x - m * x0) / s)

@@ -134,4 +134,4 @@ def test_bad_schedule_arguments(make, match):
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_time_outside_range_is_rejected(bad):
     with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
-        sd.LinearSchedule().alpha_bar(torch.tensor([0.5, bad]))
+        sd.LinearSchedule().check_time(torch.tensor([0.5, bad]))

@@ -102,8 +102,16 @@ def test_prior_sample_is_seeded():
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda s: s.marginal(torch.tensor([1.2])), r"t must lie in \[0, 1\]"),
-        (lambda s: s.drift(torch.zeros(3, 2), torch.tensor([-0.1, 0.2, 0.3])), r"t must lie"),
+        # the coefficient methods are unchecked (they run in sampling loops); entry points
+        # validate times with check_time, which names the range
+        (lambda s: s.check_time(torch.tensor([1.2])), r"t must lie in \[0, 1\]"),
+        (lambda s: s.check_time(torch.tensor([-0.1, 0.2, 0.3])), r"t must lie"),
+        (
+            lambda s: s.perturb(
+                torch.zeros(3, 2), torch.tensor([-0.1, 0.2, 0.3]), torch.zeros(3, 2)
+            ),
+            r"t must lie",
+        ),  # fmt: skip
         (lambda s: s.drift(torch.zeros(3, 2), torch.zeros(4) + 0.5), r"shape \(B,\)"),
         (lambda s: s.perturb(torch.zeros(3, 2), 0.5, torch.zeros(3, 3)), "noise must have"),
         (lambda s: s.prior_sample((0, 2)), "shape must be"),

@@ -93,8 +93,8 @@ class GottaGoFast(Solver):
         if index.numel() == 0:
             return out
         xs, ts = x.index_select(0, index), t.index_select(0, index)
-        g2 = run.sde._diffusion(ts).square()
-        a = run.sde._drift_coeff(ts)
+        g2 = run.sde.diffusion(ts).square()
+        a = run.sde.drift_coeff(ts)
         f = run.score.rows(index)(xs, ts) * broadcast_time(g2, xs) - broadcast_time(a, xs) * xs
         return out.index_copy_(0, index, f)
 
@@ -147,10 +147,10 @@ class GottaGoFast(Solver):
             hh = broadcast_time(step, x)
             dw = path.query(-t_next) - path.w
             f1 = self._drift(run, x, t, rows, out=f1)
-            g1 = broadcast_time(run.sde._diffusion(t), x)
+            g1 = broadcast_time(run.sde.diffusion(t), x)
             x1 = x + hh * f1 + g1 * dw
             f2 = self._drift(run, x1, t_next, index, out=torch.zeros_like(x))
-            g2 = broadcast_time(run.sde._diffusion(t_next), x)
+            g2 = broadcast_time(run.sde.diffusion(t_next), x)
             x2 = ((x + hh * f2 + g2 * dw) + x1) * 0.5
             delta = torch.maximum(x1.abs(), x_prev.abs()).mul_(self.rtol).clamp_min_(self.atol)
             # RMS over each sample's own elements: (B, -1) also for samples of shape (B,)

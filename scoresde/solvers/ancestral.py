@@ -89,16 +89,14 @@ class DPMSolverPP2SAncestral(Solver):
 
     def prepare(self, run: Run):
         sde = run.sde
-        m, s = sde._marginal(run.grid)
+        m, s = sde.marginal(run.grid)
         sig, m = (s / m).tolist(), m.tolist()
         plan = []
         for k in range(run.steps - 1):
             down, up = ancestral_levels(sig[k], sig[k + 1], self.eta)
             mid = math.sqrt(sig[k] * down)
-            t_mid = float(
-                sde._t_from_log_snr(torch.tensor(-2 * math.log(mid), dtype=torch.float64))
-            )
-            m_mid = float(sde._marginal(torch.tensor(t_mid, dtype=torch.float64))[0])
+            t_mid = float(sde.t_from_sigma(torch.tensor(mid, dtype=torch.float64)))
+            m_mid = float(sde.marginal(torch.tensor(t_mid, dtype=torch.float64))[0])
             t_row = run.t[k].new_full(run.t[k].shape, t_mid)
             plan.append(_Step2S(m[k], sig[k], down, up, mid, t_row, m_mid, m[k + 1]))
         return plan, sig, m, _Predictor(run)

@@ -63,7 +63,7 @@ def affine(x: Tensor, s: Tensor, a: float, b: float) -> Tensor:
 
 def tweedie_coefficients(sde: SDE, t: float) -> tuple[float, float]:
     """(1/m, s^2/m) at time t: x0_hat = x/m + (s^2/m) score."""
-    m, s = sde._marginal(torch.tensor(t, dtype=torch.float64))
+    m, s = sde.marginal(torch.tensor(t, dtype=torch.float64))
     return float(1 / m), float(s * s / m)
 
 
@@ -157,7 +157,7 @@ class AffineSolver(Solver):
         model = run.score
         min_std = getattr(run.score, "eps_min_std", None)
         if min_std is not None:  # score = -eps / s(t), s clamped as in the adapter
-            b = -b / run.sde._marginal(run.grid[:-1])[1].clamp_min(min_std)
+            b = -b / run.sde.marginal(run.grid[:-1])[1].clamp_min(min_std)
             model = run.score.eps
         return list(zip(a.tolist(), b.tolist(), c.tolist(), strict=True)), model
 

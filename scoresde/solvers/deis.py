@@ -69,7 +69,7 @@ class DEIS(_Multistep):
             u = v
         else:  # t(rho) through the SDE's log-SNR inverse, log SNR = -2 log rho
             lsnr = torch.as_tensor(-2 * v, dtype=torch.float64)
-            u = g.sde._t_from_log_snr(lsnr).numpy()
+            u = g.sde.t_from_log_snr(lsnr).numpy()
         nodes = [g.u[k - j] for j in range(q)]
         dv = half * _WEIGHTS * np.exp(v)  # d rho = e^v dv
         weights = []

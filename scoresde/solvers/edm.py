@@ -94,9 +94,9 @@ class EDMHeun(Solver):
 
     def prepare(self, run: Run):
         sde = run.sde
-        m, s = sde._marginal(run.grid)
+        m, s = sde.marginal(run.grid)
         sig, m = (s / m).tolist(), m.tolist()
-        m_T, s_T = (float(v) for v in sde._marginal(torch.tensor(sde.T, dtype=torch.float64)))
+        m_T, s_T = (float(v) for v in sde.marginal(torch.tensor(sde.T, dtype=torch.float64)))
         levels = []
         for k in range(run.steps):
             sig_hat = sig[k] * (1 + self.gamma(sig[k], run.steps))
@@ -107,9 +107,8 @@ class EDMHeun(Solver):
             elif sig_hat >= s_T / m_T:  # above the SDE's range: k-diffusion's convention
                 level = _Level(m[k], sig[k], sig_hat, run.t[0], _m_above(sig_hat, m_T, s_T), s_T)
             else:
-                lam_hat = torch.tensor(-2 * math.log(sig_hat), dtype=torch.float64)
-                th = float(sde._t_from_log_snr(lam_hat))
-                mh, sh = (float(v) for v in sde._marginal(torch.tensor(th, dtype=torch.float64)))
+                th = float(sde.t_from_sigma(torch.tensor(sig_hat, dtype=torch.float64)))
+                mh, sh = (float(v) for v in sde.marginal(torch.tensor(th, dtype=torch.float64)))
                 level = _Level(m[k], sig[k], sh / mh, run.t[k].new_full(run.t[k].shape, th), mh, sh)
             levels.append(level)
         return levels, sig, m, _Predictor(run)

@@ -92,7 +92,7 @@ class _Grid:
 
     @classmethod
     def of(cls, sde: SDE, times: Tensor) -> _Grid:
-        m, s = sde._marginal(times)
+        m, s = sde.marginal(times)
         return cls(m.tolist(), s.tolist(), torch.log(m / s).tolist())
 
     def first_order(self, kind: str, k: int) -> tuple[float, float]:
@@ -272,13 +272,13 @@ class DPMSolverSinglestep(Solver):
 
     def prepare(self, run: Run):
         times = run.grid[:-1]
-        lam = 0.5 * run.sde._log_snr(times)
+        lam = 0.5 * run.sde.log_snr(times)
         h = lam[1:] - lam[:-1]
         r = {1: [], 2: [0.5], 3: [1 / 3, 2 / 3]}[self.order]
         mids = []
         for ri in r:
-            t_mid = run.sde._t_from_log_snr(2 * (lam[:-1] + ri * h)).clamp(run.eps, run.sde.T)
-            m, s = run.sde._marginal(t_mid)
+            t_mid = run.sde.t_from_log_snr(2 * (lam[:-1] + ri * h)).clamp(run.eps, run.sde.T)
+            m, s = run.sde.marginal(t_mid)
             ts = [run.t[0].new_full(run.t[0].shape, v) for v in t_mid.tolist()]
             mids.append((m.tolist(), s.tolist(), ts))
         return _Grid.of(run.sde, run.grid), _Predictor(run), h.tolist(), r, mids
@@ -394,9 +394,9 @@ class DDIM(AffineSolver):
         self.stochastic = self.eta > 0
 
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
-        a_s, s_s = sde._marginal(t)
-        a_t, s_t = sde._marginal(t_next)
-        _, w = sde._transition(t_next, t)
+        a_s, s_s = sde.marginal(t)
+        a_t, s_t = sde.marginal(t_next)
+        _, w = sde.transition(t_next, t)
         c = self.eta * s_t * w.clamp_min(0).sqrt() / s_s
         e_coef = (s_t**2 - c**2).clamp_min(0).sqrt() - a_t * s_s / a_s
         return a_t / a_s, -s_s * e_coef, c  # eps = -sigma_s score

@@ -68,7 +68,7 @@ class LangevinCorrector:
 
     def prepare(self, run: Run) -> list[float]:
         """2 alpha snr^2 for each grid index j (j >= 1; entry 0 is unused)."""
-        m, _ = run.sde._marginal(run.grid)
+        m, _ = run.sde.marginal(run.grid)
         ab = m * m
         if self.alpha == "step":  # m(t_j)^2 / m(t_{j+1})^2; the grid ends at t_N = 0
             alpha = torch.cat([ab[:-1] / ab[1:], ab[-1:] / ab[-1:]])
@@ -185,7 +185,7 @@ class AnnealedLangevin(Solver):
         return steps * self.steps_per_level + 1
 
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
-        _, std = run.sde._marginal(run.grid[:-1])
+        _, std = run.sde.marginal(run.grid[:-1])
         sizes = (self.step_size * (std / self.sigma_ref) ** 2).tolist()
         for k in range(run.steps):
             e = sizes[k]

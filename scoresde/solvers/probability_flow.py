@@ -24,8 +24,8 @@ from scoresde.solvers.base import (
 
 def _velocity_coefficients(sde: SDE, t: Tensor) -> tuple[Tensor, Tensor]:
     """(a(t), -1/2 g(t)^2): v = a x - 1/2 g^2 s."""
-    g = sde._diffusion(t)
-    return sde._drift_coeff(t), -0.5 * g * g
+    g = sde.diffusion(t)
+    return sde.drift_coeff(t), -0.5 * g * g
 
 
 def velocity_at(sde: SDE, t: float) -> tuple[float, float]:

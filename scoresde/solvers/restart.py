@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from scoresde.checks import check_finite_positive, check_positive_int
+from scoresde.grids import karras_sigmas
 from scoresde.solvers.base import Run, Solver, StepCallback
 from scoresde.solvers.edm import EDMHeun
 
@@ -63,16 +63,13 @@ class Restart(Solver):
 
     def _restart_run(self, run: Run, start: int, sig_min: float) -> tuple[Run, float, float]:
         """The sub-run t_max -> t_min = run.times[start] and the forward jump's r, sqrt(w)."""
-        rho = 7.0
-        ramp = torch.linspace(0, 1, self.restart_steps + 1, dtype=torch.float64)
-        lo, hi = sig_min ** (1 / rho), self.sigma_max ** (1 / rho)
-        sig = (hi + ramp * (lo - hi)) ** rho
-        times = run.sde._t_from_log_snr(-2 * torch.log(sig)).clamp(max=run.sde.T)
+        sig = karras_sigmas(self.sigma_max, sig_min, self.restart_steps + 1)
+        times = run.sde.t_from_sigma(sig).clamp(max=run.sde.T)
         times[-1] = run.grid[start]
         like = run.t[0]
         rows = [like.new_full(like.shape, v) for v in times.tolist()]
         sub = Run(run.sde, run.score, run.noise, times, rows, False, run.generator)
-        r, w = run.sde._transition(times[-1], times[0])
+        r, w = run.sde.transition(times[-1], times[0])
         return sub, float(r), math.sqrt(max(float(w), 0.0))
 
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:

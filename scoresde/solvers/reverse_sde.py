@@ -31,8 +31,8 @@ class EulerMaruyama(AffineSolver):
 
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
         dt = t_next - t
-        g = sde._diffusion(t)
-        return 1 + sde._drift_coeff(t) * dt, -(g * g) * dt, g * torch.sqrt(-dt)
+        g = sde.diffusion(t)
+        return 1 + sde.drift_coeff(t) * dt, -(g * g) * dt, g * torch.sqrt(-dt)
 
 
 class ReverseDiffusion(AffineSolver):
@@ -49,7 +49,7 @@ class ReverseDiffusion(AffineSolver):
     order = 0.5
 
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
-        r, w = sde._transition(t_next, t)
+        r, w = sde.transition(t_next, t)
         return 2 - r, w, torch.sqrt(w)
 
 
@@ -77,8 +77,8 @@ class DDPMAncestral(AffineSolver):
         self.variance = variance
 
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
-        r, w = sde._transition(t_next, t)
-        m_next, s_next = sde._marginal(t_next)
+        r, w = sde.transition(t_next, t)
+        m_next, s_next = sde.marginal(t_next)
         _, _, var = gaussian_posterior(m_next, s_next * s_next, r, w)
         return 1 / r, w / r, torch.sqrt(var if self.variance == "posterior" else w)
 

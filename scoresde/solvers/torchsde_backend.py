@@ -55,7 +55,7 @@ class _ReverseTimeSDE(torch.nn.Module):
         return out
 
     def g(self, s: Tensor, y: Tensor) -> Tensor:
-        return self.run.sde._diffusion(self._t(s)[:1]).expand_as(y)
+        return self.run.sde.diffusion(self._t(s)[:1]).expand_as(y)
 
 
 class TorchsdeSolver(Solver):
