@@ -25,8 +25,8 @@ import time
 import torch
 
 import scoresde as sd
-from scoresde.metrics import sliced_wasserstein
-from scoresde.targets import mixture_2d, mixture_8d
+from scoresde.evaluation.metrics import sliced_wasserstein
+from scoresde.evaluation.targets import mixture_2d, mixture_8d
 
 # (rtol, atol, ceiling_steps); (0.05, 0.0078, 25) is the default, ceiling None the paper's
 SETTINGS = [

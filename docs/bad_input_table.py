@@ -13,10 +13,10 @@ import tempfile
 import torch
 
 import scoresde as sd
+from scoresde.commands.generate import generate
 from scoresde.evaluation import compare
-from scoresde.generate import generate
 from scoresde.likelihood import log_likelihood
-from scoresde.model import ModelSpec
+from scoresde.models import ModelSpec
 
 SDE = sd.VPSDE()
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diffusers
 
 import scoresde as sd
-from scoresde.interop import diffusers_timesteps, from_k_diffusion, time_grid_from_sigmas
+from scoresde.models.interop import diffusers_timesteps, from_k_diffusion, time_grid_from_sigmas
 from tests.reference_samplers import ListNoise, k_diffusion_modules, tiny_unet
 from tests.test_interop import (
     DIFFUSERS_CASES,

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from scoresde.guidance import ClassifierFreeGuidance
-from scoresde.interop import from_diffusers
-from scoresde.model import ModelSpec
+from scoresde.core.guidance import ClassifierFreeGuidance
+from scoresde.models import ModelSpec
+from scoresde.models.interop import from_diffusers
 
 NULL_CLASS = 4  # tiny models: classes 0-3, label 4 = "no class" (condition dropout)
 FAST_COMPARE = {"reference": ("ode_heun", 200), "sde_reference": ("euler_maruyama", 200)}

@@ -4,7 +4,7 @@ import torch
 
 import scoresde as sd
 from scoresde import metrics
-from scoresde.targets import mixture_2d
+from scoresde.evaluation.targets import mixture_2d
 
 target, sde = mixture_2d(), sd.VPSDE(sd.LinearSchedule())
 score = sd.score_from_eps(lambda x, t: target.eps(x, t, sde), sde)  # an "ε-network"

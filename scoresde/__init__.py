@@ -1,7 +1,8 @@
 """scoresde: sample score-based diffusion models by integrating continuous-time SDEs and ODEs."""
 
-from scoresde import ddpm, evaluation, grids, metrics, ode, solvers, targets
-from scoresde.adapters import (
+from scoresde import evaluation, solvers
+from scoresde.core import ddpm, grids, ode, schedules
+from scoresde.core.adapters import (
     Score,
     continuous_time,
     discrete_index,
@@ -12,16 +13,20 @@ from scoresde.adapters import (
     score_from_x0,
     x0_from_score,
 )
-from scoresde.brownian_memory import BrownianMemory
-from scoresde.evaluation import compare
-from scoresde.grids import make_time_grid
-from scoresde.guidance import ClassifierFreeGuidance, guidance_interval
-from scoresde.interop import (
-    from_diffusers,
-    from_k_diffusion,
-    time_grid_from_sigmas,
-    time_grid_from_timesteps,
+from scoresde.core.brownian_memory import BrownianMemory
+from scoresde.core.grids import make_time_grid
+from scoresde.core.guidance import ClassifierFreeGuidance, guidance_interval
+from scoresde.core.noise import BrownianNoise, GaussianNoise
+from scoresde.core.schedules import (
+    CosineSchedule,
+    DiscreteSchedule,
+    LinearSchedule,
+    LogAlphaBarSchedule,
+    NoiseSchedule,
 )
+from scoresde.core.sde import SDE, VESDE, VPSDE, SubVPSDE
+from scoresde.core.x0_correction import clip_x0, dynamic_threshold
+from scoresde.evaluation import compare, metrics, targets
 from scoresde.likelihood import (
     LikelihoodResult,
     bits_per_dim,
@@ -30,19 +35,15 @@ from scoresde.likelihood import (
     encode,
     log_likelihood,
 )
-from scoresde.model import ModelSpec, load_model
-from scoresde.model_check import ModelCheck, ModelCheckWarning, check_model
-from scoresde.noise import BrownianNoise, GaussianNoise
-from scoresde.sample import NonFiniteSampleError, Solution, sample
-from scoresde.schedules import (
-    CosineSchedule,
-    DiscreteSchedule,
-    LinearSchedule,
-    LogAlphaBarSchedule,
-    NoiseSchedule,
+from scoresde.models import ModelSpec, load_model
+from scoresde.models.check import ModelCheck, ModelCheckWarning, check_model
+from scoresde.models.interop import (
+    from_diffusers,
+    from_k_diffusion,
+    time_grid_from_sigmas,
+    time_grid_from_timesteps,
 )
-from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
-from scoresde.x0_correction import clip_x0, dynamic_threshold
+from scoresde.sample import NonFiniteSampleError, Solution, sample
 
 __version__ = "0.1.0"
 
@@ -91,6 +92,7 @@ __all__ = [
     "ode",
     "sample",
     "scaled_time",
+    "schedules",
     "score_from_eps",
     "score_from_v",
     "score_from_x0",

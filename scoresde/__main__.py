@@ -2,6 +2,6 @@
 
 import sys
 
-from scoresde.cli import main
+from scoresde.commands.cli import main
 
 sys.exit(main())

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from scoresde.checks import (
+from scoresde.core.checks import (
     check_finite_positive,
     check_generator,
     check_positive_int,
     check_sampling_dtype,
 )
-from scoresde.ode import ODEResult, State, dopri5, solve_ivp_scipy
-from scoresde.sde import SDE
+from scoresde.core.ode import ODEResult, State, dopri5, solve_ivp_scipy
+from scoresde.core.sde import SDE
 from scoresde.solvers.probability_flow import probability_flow_rhs, velocity_at
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]

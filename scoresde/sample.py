@@ -10,16 +10,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoresde.adapters import Score, bind_condition
-from scoresde.checks import (
+from scoresde.core.adapters import Score, bind_condition
+from scoresde.core.checks import (
     check_generator,
     check_output,
     check_positive_int,
     check_sampling_dtype,
 )
-from scoresde.grids import make_time_grid
-from scoresde.noise import NoiseSource, make_noise
-from scoresde.sde import SDE
+from scoresde.core.grids import make_time_grid
+from scoresde.core.noise import NoiseSource, make_noise
+from scoresde.core.sde import SDE
 from scoresde.solvers import registry
 from scoresde.solvers.base import NonFiniteSampleError, Run, Solver, StepCallback
 
@@ -165,7 +165,7 @@ def sample(
         sde: the forward SDE (``VPSDE``, ``SubVPSDE``, ``VESDE``).
         shape: (B, ...) of the samples; the start x_T is drawn from the prior. Or give ``x_T``.
         solver: a name from ``scoresde.solvers.available()`` or a configured solver object.
-        steps: N, the number of solver steps (N + 1 grid points, see ``scoresde.grids``).
+        steps: N, the number of solver steps (N + 1 grid points, see ``scoresde.core.grids``).
             Default: 1000 with a named grid, the tensor's length with a ``time_grid`` tensor.
         nfe: instead of ``steps``, a budget of score evaluations per sample: N is the largest
             step count whose planned evaluations fit (``solver.steps_for_nfe``; a Heun step

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.targets import GaussianMixture, mixture_2d, mixture_8d
+from scoresde.evaluation.targets import GaussianMixture, mixture_2d, mixture_8d
 
 
 def test_mixture_score_equals_autograd_of_log_prob_t(any_sde):

@@ -11,17 +11,17 @@ import math
 
 import pytest
 import torch
+from conftest import ADAPTIVE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import scoresde as sd
+from scoresde.commands.generate import generate
 from scoresde.evaluation import compare
-from scoresde.generate import generate
 from scoresde.likelihood import log_likelihood
-from scoresde.model import ModelSpec
+from scoresde.models import ModelSpec
 
 SOLVERS = sd.solvers.available()
-ADAPTIVE = {"ode_dopri5", "ode_rk45", "adaptive_sde"}
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 CLEAR = (ValueError, TypeError, FloatingPointError)  # NonFiniteSampleError is a FloatingPointError
@@ -454,7 +454,7 @@ def test_compare_takes_one_budget_and_a_comma_separated_solver_list():
 
 
 def test_a_shape_without_the_batch_dimension_is_explained():
-    from scoresde.model import load_model
+    from scoresde.models import load_model
 
     spec = load_model("digits")  # its U-Net refuses a (1, 8, 8) input inside torch
     with pytest.raises(RuntimeError, match=r"x of shape \(1, 8, 8\).*\(B, \*spec.shape\)"):
@@ -480,7 +480,7 @@ def test_a_numpy_log_alpha_bar_is_refused_at_construction():
 
 
 def test_a_usage_error_prints_no_progress_bar(capsys):
-    from scoresde.cli import main
+    from scoresde.commands.cli import main
 
     assert main(["compare", "--target", "gmm2d", "--nfe", "10", "--solvers", "nope"]) == 2
     err = capsys.readouterr().err

@@ -4,7 +4,7 @@ import pytest
 import scipy.stats
 import torch
 
-from scoresde.brownian_memory import BrownianMemory
+from scoresde.core.brownian_memory import BrownianMemory
 
 B = 20000  # per-sample statistics below: s.e. of a variance v is v * sqrt(2 / B) = 0.01 v
 

@@ -8,8 +8,8 @@ import torch
 
 import scoresde as sd
 from scoresde import metrics
-from scoresde.cli import main
-from scoresde.evaluation.compare import METRICS, SDE_TOLERANCES
+from scoresde.commands.cli import main
+from scoresde.evaluation.settings import METRICS, SDE_TOLERANCES
 
 SMALL = [
     "--target",
@@ -138,7 +138,7 @@ def test_schedules_command(tmp_path, capsys):
 
 
 def test_schedules_plot_shows_the_linear_curve_beside_the_ddpm_table():
-    from scoresde.schedule_report import STYLES, default_schedules
+    from scoresde.commands.schedule_report import STYLES, default_schedules
 
     names = list(default_schedules())
     linear, table = STYLES[names.index("linear")], STYLES[names.index("ddpm-linear-1000")]
@@ -195,11 +195,11 @@ def _check_error_plot_styles():
     the NFE axis reads plain budgets."""
     from matplotlib.colors import to_rgb
 
-    from scoresde.evaluation.compare import Record
-    from scoresde.evaluation.report import _styles, error_vs_nfe_figure
+    from scoresde.evaluation import Record
+    from scoresde.evaluation.plots import error_vs_nfe_figure, solver_styles
 
     solvers = ["ddim", "dpm_solver", "dpm_solver++", "dpm_solver_single", "sde_dpm_solver++"]
-    colours = [to_rgb(s["color"]) for s in _styles(solvers).values()]
+    colours = [to_rgb(s["color"]) for s in solver_styles(solvers).values()]
     gaps = [max(abs(a - b) for a, b in zip(c1, c2, strict=True))
             for i, c1 in enumerate(colours) for c2 in colours[i + 1:]]  # fmt: skip
     assert min(gaps) > 0.15, colours

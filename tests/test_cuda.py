@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.targets import mixture_2d
+from scoresde.evaluation.targets import mixture_2d
 
 pytestmark = [
     pytest.mark.cuda,
@@ -85,8 +85,8 @@ def test_cuda_matches_cpu_for_deterministic_solvers(solver):
 
 def test_generate_with_a_model_on_cuda(tmp_path):
     """The fingerprint probe runs where the model lives."""
-    from scoresde.generate import generate, read_samples
-    from scoresde.model import ModelSpec
+    from scoresde.commands.generate import generate, read_samples
+    from scoresde.models import ModelSpec
 
     net = torch.nn.Linear(2, 2).cuda()
     sde = sd.VPSDE()

@@ -9,11 +9,11 @@ import torch
 
 import scoresde as sd
 from scoresde import digits
-from scoresde.cli import main
+from scoresde.commands.cli import main
+from scoresde.commands.generate import read_samples
 from scoresde.digits.evaluation import DigitsEvaluator
 from scoresde.digits.train import train_classifier, train_unet
-from scoresde.generate import read_samples
-from scoresde.model import load_model
+from scoresde.models import load_model
 
 
 def test_split_is_fixed_stratified_and_recorded():
@@ -110,7 +110,7 @@ def test_compare_on_digits_adds_data_metrics_and_floors():
     assert seen[0][0] == "reference" and all(s[2] == (24, 1, 8, 8) for s in seen)
 
     # the error plot of a model run: SW1 is to the reference, the data floor is in the legend
-    from scoresde.evaluation.report import error_vs_nfe_figure
+    from scoresde.evaluation.plots import error_vs_nfe_figure
 
     fig = error_vs_nfe_figure(records)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]

@@ -10,14 +10,15 @@ from scipy import stats
 import scoresde as sd
 from scoresde import metrics
 from scoresde.evaluation import (
+    Record,
+    convergence_orders,
     estimate,
     fewest_nfe_at_floor,
     floor_test,
     one_sample_p_value,
     welch_p_value,
 )
-from scoresde.evaluation.compare import Record, convergence_orders
-from scoresde.targets import TARGETS, GaussianMixture, mixture_2d
+from scoresde.evaluation.targets import TARGETS, GaussianMixture, mixture_2d
 
 VAR = 0.5  # the Gaussian target N(0, VAR I) in 2-D, whose probability-flow map is linear
 

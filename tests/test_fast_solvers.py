@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.grid_search import optimise_grid
-from scoresde.grids import make_time_grid
-from scoresde.metrics import sliced_wasserstein
-from scoresde.targets import mixture_2d, mixture_8d
+from scoresde.core.grids import make_time_grid
+from scoresde.evaluation.grid_search import optimise_grid
+from scoresde.evaluation.metrics import sliced_wasserstein
+from scoresde.evaluation.targets import mixture_2d, mixture_8d
 
 V = 0.5  # Gaussian data N(0, V I): score(x, t) = -x / (m^2 V + s^2), an exactly solvable ODE
 
@@ -84,7 +84,7 @@ def test_convergence_order(name, options, order):
 
 
 def test_library_third_order_conventions_lose_an_order():
-    """diffusers' and k-diffusion's 3M keep half of the f'' term (``_library_weights``): the
+    """diffusers' and k-diffusion's 3M keep half of the f'' term (``library_weights``): the
     measured order on the Gaussian flow is below 2.5 (1.2 over 41-161 steps), where the Taylor
     form reaches 3 (3.2). Parity with both libraries is tested in test_interop.py."""
     sde = sd.VPSDE()
@@ -204,7 +204,7 @@ def test_deis_t_basis_weights_integrate_the_lagrange_basis():
     grid = make_time_grid(sde, 12, "quadratic", 1e-3)
     solver = sd.solvers.DEIS(order=3, basis="t")
     run = sd.solvers.Run(sde, None, None, grid, [], True, None)
-    g, _ = solver.prepare(run)
+    g = solver.prepare(run).grid
 
     def drho(t):
         tt = torch.tensor(t, dtype=torch.float64, requires_grad=True)

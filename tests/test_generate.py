@@ -16,10 +16,10 @@ import scipy.stats
 import torch
 
 import scoresde as sd
-from scoresde.cli import main
-from scoresde.generate import RunMismatchError, generate, model_fingerprint, read_samples
-from scoresde.indexed_noise import IndexedNoise
-from scoresde.model import ModelSpec, load_model
+from scoresde.commands.cli import main
+from scoresde.commands.generate import RunMismatchError, generate, model_fingerprint, read_samples
+from scoresde.core.indexed_noise import IndexedNoise
+from scoresde.models import ModelSpec, load_model
 from scoresde.solvers import PredictorCorrector
 
 HERE = Path(__file__).parent
@@ -196,7 +196,7 @@ def test_generate_matches_the_target_distribution(tmp_path):
     """The 2-D mixture's exact eps as the model: 2000 samples at 100 steps of DPM-Solver++
     within 2x the median exact-vs-exact sliced-W1 floor (measured 1.0x)."""
     from scoresde import metrics
-    from scoresde.targets import mixture_2d
+    from scoresde.evaluation.targets import mixture_2d
 
     g, sde = mixture_2d(), sd.VPSDE()
     spec = ModelSpec(sd.score_from_eps(lambda x, t: g.eps(x, t, sde), sde), sde, (2,))
@@ -231,7 +231,7 @@ def test_fingerprint_sees_parameters_the_probe_misses():
 
 
 def test_fingerprint_sees_a_constant_rescaling_of_a_plain_function():
-    from scoresde.targets import mixture_2d
+    from scoresde.evaluation.targets import mixture_2d
 
     g, sde = mixture_2d(), sd.VPSDE()
 
@@ -280,7 +280,7 @@ def test_shard_not_matching_the_manifest_checksum_is_regenerated(tmp_path):
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EACCES])
 def test_a_failed_write_keeps_earlier_shards_and_says_what_happened(tmp_path, monkeypatch, capsys,
                                                                     error):  # fmt: skip
-    import scoresde.generate as gen_module
+    import scoresde.commands.generate as gen_module
 
     real, calls = gen_module.atomic_write, []
 

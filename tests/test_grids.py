@@ -1,11 +1,11 @@
-"""Time grids against their formulas, computed independently of scoresde.grids."""
+"""Time grids against their formulas, computed independently of scoresde.core.grids."""
 
 import math
 
 import pytest
 
 import scoresde as sd
-from scoresde.grids import make_time_grid
+from scoresde.core.grids import make_time_grid
 
 B0, B1 = 0.1, 20.0  # LinearSchedule's beta_min, beta_max
 
@@ -38,7 +38,7 @@ def test_quadratic_grid_formula(n):
 @pytest.mark.parametrize("n", [2, 6, 40])
 @pytest.mark.parametrize("rho", [7.0, 3.0])
 def test_karras_grid_formula_vp_and_ve(n, rho):
-    from scoresde.grids import karras_grid
+    from scoresde.core.grids import karras_grid
 
     eps = 1e-3
     vp = sd.VPSDE(sd.LinearSchedule())

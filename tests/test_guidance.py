@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.guidance import ClassifierFreeGuidance, guidance_interval
-from scoresde.targets import GaussianMixture
-from scoresde.x0_correction import clip_x0, dynamic_threshold
+from scoresde.core.guidance import ClassifierFreeGuidance, guidance_interval
+from scoresde.core.x0_correction import clip_x0, dynamic_threshold
+from scoresde.evaluation.targets import GaussianMixture
 
 SDE = sd.VPSDE()
 PRIORS = [0.5, 0.3, 0.2]

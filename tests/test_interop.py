@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.interop import (
+from scoresde.models.interop import (
     InterpolatedDiscreteSchedule,
     diffusers_timesteps,
     from_diffusers,
@@ -324,7 +324,7 @@ def diffusers_parity_sigma_min(unet, noise, scheduler_name, config, solver, opti
 
 
 def test_singlestep_blocks_follow_diffusers_order_list():
-    from scoresde.solvers.exponential import singlestep_blocks
+    from scoresde.solvers.dpm_solver_singlestep import singlestep_blocks
 
     for order in (1, 2, 3):
         # set_timesteps forces lower_order_final=True when the last sigma is 0 (the default)
@@ -463,7 +463,7 @@ EXAMPLE = "examples/diffusers_model.py"
 
 
 def test_example_model_through_compare(tmp_path, capsys):
-    from scoresde.cli import main
+    from scoresde.commands.cli import main
 
     out = tmp_path / "cmp"
     args = ["compare", "--model", f"{EXAMPLE}:tiny_guided", "--solvers", "ddim,dpm_solver++",
@@ -478,8 +478,8 @@ def test_example_model_through_compare(tmp_path, capsys):
 
 
 def test_generate_with_conditions_is_batch_size_invariant(tmp_path):
-    from scoresde.cli import main
-    from scoresde.generate import read_samples
+    from scoresde.commands.cli import main
+    from scoresde.commands.generate import read_samples
 
     def run(name, model, batch):
         out = tmp_path / name
@@ -502,7 +502,7 @@ def test_generate_with_conditions_is_batch_size_invariant(tmp_path):
 def test_generate_keys_conditions_by_sample_index(tmp_path):
     """Sample i gets condition(i) whatever batch it falls in: relabelling index 5 changes
     sample 5 alone."""
-    from scoresde.generate import generate, read_samples
+    from scoresde.commands.generate import generate, read_samples
     from tests.reference_samplers import tiny_unet
 
     unet = tiny_unet(num_class_embeds=3, dtype=torch.float32)

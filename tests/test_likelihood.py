@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import scoresde as sd
+from scoresde.evaluation.targets import mixture_2d, mixture_8d
 from scoresde.likelihood import bits_per_dim, decode, dequantize, encode, log_likelihood
-from scoresde.targets import mixture_2d, mixture_8d
 
 EPS = 1e-5
 
@@ -163,7 +163,7 @@ def test_bad_input():
 
 
 def test_likelihood_command(capsys):
-    from scoresde.cli import main
+    from scoresde.commands.cli import main
 
     assert main(["likelihood", "--samples", "64"]) == 0
     out = capsys.readouterr().out

@@ -8,7 +8,7 @@ import scipy.stats
 import torch
 
 from scoresde import metrics
-from scoresde.targets import GaussianMixture
+from scoresde.evaluation.targets import GaussianMixture
 
 
 def test_wasserstein_1d_matches_scipy_for_unequal_sizes():
@@ -178,7 +178,7 @@ def test_mixture_projection_and_quantile():
 
 @pytest.mark.slow
 def test_sliced_w1_to_the_target_separates_a_shift_from_sampling_noise():
-    from scoresde.targets import mixture_2d
+    from scoresde.evaluation.targets import mixture_2d
 
     g = mixture_2d()
     exact = g.sample(4000, torch.Generator().manual_seed(1))

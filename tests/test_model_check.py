@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.cli import main
-from scoresde.model import ModelSpec, load_model
+from scoresde.commands.cli import main
+from scoresde.models import ModelSpec, load_model
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "examples"))
@@ -97,7 +97,7 @@ def test_compare_and_generate_warn_once_and_can_be_silenced(tmp_path, capsys, mo
     model = tmp_path / "wrong.py"
     model.write_text(
         "import scoresde as sd\n"
-        "from scoresde.model import load_model\n"
+        "from scoresde.models import load_model\n"
         "def build():\n"
         "    d = load_model('digits')\n"
         "    return {'net': d.score.net, 'shape': d.shape}  # time label left out\n"

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.cli import main
-from scoresde.model import load_model
+from scoresde.commands.cli import main
+from scoresde.models import load_model
 
 HERE = Path(__file__).parent
 TRAINABLE = f"{HERE / 'toy_model.py'}:build_trainable"

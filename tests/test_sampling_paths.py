@@ -3,16 +3,15 @@ device, denoise; SubVP and VE against the target; options that had no test."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
+from conftest import ADAPTIVE
 
 import scoresde as sd
 from scoresde import metrics
-from scoresde.targets import mixture_2d, mixture_8d
+from scoresde.evaluation.targets import mixture_2d
 
 ALL = sd.solvers.available()
-ADAPTIVE = {"ode_dopri5", "ode_rk45", "adaptive_sde"}
 G2 = mixture_2d()
 
 
@@ -70,13 +69,8 @@ SUBVP_VE_BOUND = {"annealed_langevin": {"subvp": 6.0, "ve": 4.0}}
 
 
 @pytest.fixture(scope="module")
-def floors():
-    n, out = 3000, {}
-    for name, g in (("2d", G2), ("8d", mixture_8d())):
-        ref = g.sample(n, torch.Generator().manual_seed(101))
-        pairs = [g.sample(n, torch.Generator().manual_seed(200 + i)) for i in range(5)]
-        out[name] = (g, ref, float(np.median([metrics.sliced_wasserstein(p, ref) for p in pairs])))
-    return out
+def floors(noise_floor):
+    return {short: noise_floor(f"gmm{short}", 3000, 5, "median") for short in ("2d", "8d")}
 
 
 @pytest.mark.slow

@@ -111,7 +111,7 @@ def test_prior_sample_is_seeded():
                 torch.zeros(3, 2), torch.tensor([-0.1, 0.2, 0.3]), torch.zeros(3, 2)
             ),
             r"t must lie",
-        ),  # fmt: skip
+        ),
         (lambda s: s.drift(torch.zeros(3, 2), torch.zeros(4) + 0.5), r"shape \(B,\)"),
         (lambda s: s.perturb(torch.zeros(3, 2), 0.5, torch.zeros(3, 3)), "noise must have"),
         (lambda s: s.prior_sample((0, 2)), "shape must be"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.noise import GaussianNoise
+from scoresde.core.noise import GaussianNoise
 
 V = 0.5  # variance of the Gaussian data N(0, V I) used below
 
@@ -399,7 +399,7 @@ def test_annealed_langevin_at_200_evaluations_is_near_the_floor(target):
     cosine schedules: 1.7-2.4x the median exact-vs-exact floor; the old step size (2e-5) gave
     3.8x, and half the new one 2.6-2.9x. Bound 3x, as the issue asks."""
     from scoresde import metrics
-    from scoresde.targets import TARGETS
+    from scoresde.evaluation.targets import TARGETS
 
     g, sde, n = TARGETS[target](), sd.VPSDE(), 4000
     ref = g.sample(n, torch.Generator().manual_seed(101))

@@ -6,7 +6,7 @@ import torch
 
 import scoresde as sd
 from scoresde import metrics
-from scoresde.targets import GaussianMixture, mixture_2d, mixture_8d
+from scoresde.evaluation.targets import GaussianMixture, mixture_2d, mixture_8d
 
 N = 5000
 TARGETS = {"gmm2d": mixture_2d(), "gmm8d": mixture_8d()}
@@ -35,13 +35,8 @@ SW_FACTOR = {"annealed_langevin": 2.5, "pc": 2.5}
 
 
 @pytest.fixture(scope="module")
-def floors():
-    out = {}
-    for name, g in TARGETS.items():
-        ref = g.sample(N, torch.Generator().manual_seed(101))
-        pairs = [g.sample(N, torch.Generator().manual_seed(200 + i)) for i in range(3)]
-        out[name] = (ref, np.mean([metrics.sliced_wasserstein(p, ref) for p in pairs]))
-    return out
+def floors(noise_floor):
+    return {name: noise_floor(name, N, 3, "mean")[1:] for name in TARGETS}
 
 
 @pytest.mark.slow

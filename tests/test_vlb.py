@@ -3,7 +3,7 @@
 For x_0 ~ N(m, s^2) per dimension the exact noise prediction is linear,
 eps(x_t) = sqrt(1 - ab)(x_t - sqrt(ab) m) / (ab s^2 + 1 - ab), so every reverse mean is
 mu(x_i) = u_i x_i + c_i and every term of the bound is a closed-form function of (x_0, z_i).
-The closed forms below are written from the definitions, independently of scoresde.ddpm.
+The closed forms below are written from the definitions, independently of scoresde.core.ddpm.
 """
 
 import math

@@ -4,7 +4,7 @@
 ``scoresde likelihood --model digits`` use it with no other input. In code::
 
     from scoresde import digits
-    spec = digits.build()              # the model dict of scoresde.model's protocol
+    spec = digits.build()              # the model dict of scoresde.models's protocol
     net = digits.load_unet()           # DigitsUNet with the shipped (EMA) weights
     info = digits.metadata()           # training settings, split, final loss, checksums
 
@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from scoresde.adapters import scaled_time
+from scoresde.core.adapters import scaled_time
+from scoresde.core.schedules import DiscreteSchedule
 from scoresde.digits.classifier import DigitClassifier
 from scoresde.digits.data import BIN_WIDTH, LEVELS, SHAPE, levels_to_model, load_split
 from scoresde.digits.unet import DigitsUNet
-from scoresde.schedules import DiscreteSchedule
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # compare's defaults for this model: sized so that the fifteen default solvers run in under
@@ -82,7 +82,7 @@ def schedule() -> DiscreteSchedule:
 
 
 def build() -> dict[str, Any]:
-    """The model dict of ``scoresde.model``'s protocol, plus the data-side evaluator and
+    """The model dict of ``scoresde.models``'s protocol, plus the data-side evaluator and
     compare's defaults for this model."""
     from scoresde.digits.evaluation import DigitsEvaluator
 
@@ -98,6 +98,13 @@ def build() -> dict[str, Any]:
     }
 
 
+def build_spec():
+    """``build()`` as a checked ``ModelSpec`` (what ``load_model("digits")`` returns)."""
+    from scoresde.models import spec_from
+
+    return spec_from(build())
+
+
 __all__ = [
     "BIN_WIDTH",
     "COMPARE_DEFAULTS",
@@ -107,6 +114,7 @@ __all__ = [
     "DigitClassifier",
     "DigitsUNet",
     "build",
+    "build_spec",
     "levels_to_model",
     "load_classifier",
     "load_split",

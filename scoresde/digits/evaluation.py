@@ -25,17 +25,35 @@ from scoresde import metrics
 from scoresde.digits.classifier import DigitClassifier
 from scoresde.digits.data import LEVELS, load_split
 from scoresde.likelihood import dequantize
+from scoresde.models.evaluator import EvaluatorPresentation
 
 CONFIDENT = 0.9
 TEST_FEATURE_SEED = 1_001
 FLOOR_SEED = 2_003
 
 
+PRESENTATION = EvaluatorPresentation(
+    formats={"fd": ".2f", "label_dev": ".2f", "unsure": ".3f", "nn_train": ".3f"},
+    floor_label="held-out digits",
+    footnote=(
+        "data: real data scored like the samples at the same n (the data floor: fd of "
+        "training digits against the test set; label_dev, unsure and nn_train of test "
+        "digits). fd: Fréchet distance in the classifier's features to the test set; "
+        "label_dev: largest |share of a class - 1/10| in percentage points; unsure: share "
+        "with class probability <= 0.9; nn_train: mean distance to the nearest training "
+        "image (tested two-sided: lower than held-out data is memorisation)."
+    ),
+    panels={"fd": "Fréchet distance to test digits"},
+)
+
+
 class DigitsEvaluator:
-    """Scores digit samples with ``classifier``; ``metrics`` names what ``__call__`` returns."""
+    """Scores digit samples with ``classifier`` (``scoresde.models.evaluator.Evaluator``);
+    ``metrics`` names what ``__call__`` returns."""
 
     metrics = ("fd", "label_dev", "unsure", "nn_train")
     two_sided = ("nn_train",)  # closer than held-out digits is memorisation, farther is worse
+    presentation = PRESENTATION
 
     def __init__(self, classifier: DigitClassifier) -> None:
         self.classifier = classifier.eval()
@@ -77,6 +95,13 @@ class DigitsEvaluator:
         """Per-replicate metrics of xs (R, n, 1, 8, 8)."""
         rows = [self.score(x) for x in xs]
         return {k: [row[k] for row in rows] for k in self.metrics}
+
+    def likelihood_report(self, **options) -> str:
+        """``scoresde likelihood --model digits``: test-set bits/dim by the probability-flow
+        ODE and by the DDPM bound (``scoresde.digits.likelihood``)."""
+        from scoresde.digits.likelihood import digits_likelihood, format_digits_likelihood
+
+        return format_digits_likelihood(digits_likelihood(**options))
 
     def floor(self, n: int, replicates: int, seed: int = FLOOR_SEED) -> dict[str, list[float]]:
         """The metrics of real digits, per replicate at sample size n: ``fd`` from n training

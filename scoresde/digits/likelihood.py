@@ -7,7 +7,7 @@ bins (each grey level owns a bin of width w = 2/17 in [-1, 1], see ``scoresde.di
   -log P(k) <= -log p(y) - 64 log w (``scoresde.log_likelihood`` from t = 1/N, the first DDPM
   timestep, to T = 1; ``scoresde.bits_per_dim(levels=17)``);
 - DDPM variational bound: Ho et al.'s L_vlb with the discretised decoder on the same bins,
-  data at the bin centres (``scoresde.ddpm.variational_bound``), reverse variance beta~.
+  data at the bin centres (``scoresde.core.ddpm.variational_bound``), reverse variance beta~.
 
 Each is a mean over test images with its standard error (which includes the dequantisation,
 Hutchinson and x_i draws, all one per image); the paired difference uses the same images.
@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from scoresde.ddpm import variational_bound
+from scoresde.core.ddpm import variational_bound
 from scoresde.digits.data import LEVELS, levels_to_model, load_split
 from scoresde.evaluation.estimates import Estimate, estimate
 from scoresde.likelihood import bits_per_dim, dequantize, log_likelihood
-from scoresde.model import load_model
 
 
 @dataclass
@@ -61,7 +60,9 @@ def digits_likelihood(
 ) -> DigitsLikelihood:
     """Bits/dim of the first ``images`` test digits (default all 450) by the PF-ODE (with
     ``trace``: "hutchinson", one Rademacher probe per image, or "exact") and by the DDPM bound."""
-    spec = load_model("digits")
+    from scoresde.digits import build_spec
+
+    spec = build_spec()
     test = load_split("test").levels
     if images is not None:
         if not 2 <= images <= len(test):

@@ -1,18 +1,15 @@
 """Measuring samplers: ``compare`` (solvers x NFE budgets with replicates, common random
-numbers, coupled errors and Welch tests against exact sampling), replicate estimates, and the
-report (table, summary, JSON, CSV, plot)."""
+numbers, coupled errors and tests against exact sampling), replicate estimates, verdicts,
+and the report (table, summary, JSON, CSV, plot, sample grids).
 
-from scoresde.evaluation.compare import (
-    DEFAULT_BUDGETS,
-    DEFAULT_SOLVERS,
-    SCHEDULES,
-    Record,
-    SolverSpec,
-    compare,
-    convergence_orders,
-    fewest_nfe_at_floor,
-    steps_for_budget,
-)
+One concept per module: ``settings`` (defaults and argument checks), ``specs`` (solver specs
+and the runs they make), ``problem`` (a target or a model), ``runner`` (running and scoring),
+``estimates`` (replicate means, standard errors, tests), ``verdicts`` (across budgets),
+``compare`` (the driver), ``record``, and the presentation: ``table``, ``files``, ``plots``,
+``sample_grids``.
+"""
+
+from scoresde.evaluation.compare import compare, run_problem
 from scoresde.evaluation.estimates import (
     Estimate,
     estimate,
@@ -20,21 +17,24 @@ from scoresde.evaluation.estimates import (
     one_sample_p_value,
     welch_p_value,
 )
-from scoresde.evaluation.report import (
-    SampleCollector,
-    format_floor_summary,
-    format_table,
-    records_to_csv,
-    records_to_json,
-    summary,
-    write_results,
-    write_sample_grids,
+from scoresde.evaluation.files import records_to_csv, records_to_json, summary, write_results
+from scoresde.evaluation.record import Record
+from scoresde.evaluation.sample_grids import SampleCollector, write_sample_grids
+from scoresde.evaluation.settings import (
+    DEFAULT_BUDGETS,
+    DEFAULT_SOLVERS,
+    SCHEDULES,
+    CompareSettings,
 )
+from scoresde.evaluation.specs import SolverSpec, steps_for_budget
+from scoresde.evaluation.table import format_floor_summary, format_table
+from scoresde.evaluation.verdicts import convergence_orders, fewest_nfe_at_floor
 
 __all__ = [
     "DEFAULT_BUDGETS",
     "DEFAULT_SOLVERS",
     "SCHEDULES",
+    "CompareSettings",
     "Estimate",
     "Record",
     "SampleCollector",
@@ -49,6 +49,7 @@ __all__ = [
     "one_sample_p_value",
     "records_to_csv",
     "records_to_json",
+    "run_problem",
     "steps_for_budget",
     "summary",
     "welch_p_value",

@@ -8,21 +8,17 @@ scoresde.solvers.register(name, cls)    add your own (a ``Solver`` subclass or f
 from scoresde.solvers.adaptive_sde import GottaGoFast
 from scoresde.solvers.ancestral import DPMSolverPP2SAncestral, EulerAncestral
 from scoresde.solvers.base import AffineSolver, Run, Solver
+from scoresde.solvers.ddim import DDIM
 from scoresde.solvers.deis import DEIS
+from scoresde.solvers.dpm_solver import DPMSolverMultistep, DPMSolverPP
+from scoresde.solvers.dpm_solver_singlestep import DPMSolverPPSinglestep, DPMSolverSinglestep
 from scoresde.solvers.edm import EDMHeun
-from scoresde.solvers.exponential import (
-    DDIM,
-    DPMSolverMultistep,
-    DPMSolverPP,
-    DPMSolverPPSinglestep,
-    DPMSolverSinglestep,
-    SDEDPMSolverPP,
-)
 from scoresde.solvers.langevin import AnnealedLangevin, LangevinCorrector, PredictorCorrector
 from scoresde.solvers.probability_flow import ODERK45, ODEDopri5, ODEEuler, ODEHeun
 from scoresde.solvers.registry import available, get, register
 from scoresde.solvers.restart import Restart
 from scoresde.solvers.reverse_sde import DDPMAncestral, EulerMaruyama, ReverseDiffusion
+from scoresde.solvers.sde_dpm_solver import SDEDPMSolverPP
 from scoresde.solvers.torchsde_backend import TorchsdeSolver
 from scoresde.solvers.unipc import UniPC
 

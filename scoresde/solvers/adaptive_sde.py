@@ -40,8 +40,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scoresde.brownian_memory import BrownianMemory
-from scoresde.checks import broadcast_time, check_finite_positive, check_positive_int
+from scoresde.core.brownian_memory import BrownianMemory
+from scoresde.core.checks import broadcast_time, check_finite_positive, check_positive_int
 from scoresde.solvers.base import NonFiniteSampleError, Run, Solver, StepCallback, tweedie_step
 
 
@@ -57,6 +57,7 @@ class GottaGoFast(Solver):
     """
 
     name = "adaptive_sde"
+    family = "SDE"
     stochastic = True
     adaptive = True
     evals_per_step = 2

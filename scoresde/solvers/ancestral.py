@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from scoresde.solvers.base import Run, Solver
-from scoresde.solvers.exponential import DDIM, _Predictor, check_eta
+from scoresde.solvers.ddim import DDIM
+from scoresde.solvers.exponential_toolkit import Predictor, check_eta
 
 
 class EulerAncestral(DDIM):
@@ -34,6 +35,7 @@ class EulerAncestral(DDIM):
     """
 
     name = "euler_ancestral"
+    family = "SDE"
 
     def __init__(self, eta: float = 1.0) -> None:
         super().__init__(eta)
@@ -47,8 +49,10 @@ def ancestral_levels(sigma: float, sigma_next: float, eta: float) -> tuple[float
     return math.sqrt(sigma_next**2 - up**2), up
 
 
-@dataclass
-class _Step2S:
+@dataclass(frozen=True)
+class Step2S:
+    """One step's constants (k < N - 1): levels, midpoint, and the scales m at both ends."""
+
     m: float  # m(t_k)
     sig: float
     sig_down: float
@@ -57,6 +61,17 @@ class _Step2S:
     t_mid: Tensor  # (B,) time of the midpoint evaluation
     m_mid: float
     m_next: float
+
+
+@dataclass(frozen=True)
+class Ancestral2SPlan:
+    """DPM-Solver++(2S) ancestral's constants: ``Step2S`` per step but the last, and at the
+    grid points sigma~_k = s(t_k)/m(t_k) (``sigma``) and m(t_k) (``m``). No run state."""
+
+    steps: list[Step2S]
+    sigma: list[float]
+    m: list[float]
+    predict: Predictor
 
 
 class DPMSolverPP2SAncestral(Solver):
@@ -73,6 +88,7 @@ class DPMSolverPP2SAncestral(Solver):
     """
 
     name = "dpm_solver++_2s_ancestral"
+    family = "SDE"
     evals_per_step = 2
     order = 2.0
 
@@ -87,27 +103,27 @@ class DPMSolverPP2SAncestral(Solver):
     def planned_nfe(self, steps: int) -> int:
         return 2 * (steps - 1) + 1
 
-    def prepare(self, run: Run):
+    def prepare(self, run: Run) -> Ancestral2SPlan:
         sde = run.sde
         m, s = sde.marginal(run.grid)
         sig, m = (s / m).tolist(), m.tolist()
-        plan = []
+        steps = []
         for k in range(run.steps - 1):
             down, up = ancestral_levels(sig[k], sig[k + 1], self.eta)
             mid = math.sqrt(sig[k] * down)
             t_mid = float(sde.t_from_sigma(torch.tensor(mid, dtype=torch.float64)))
             m_mid = float(sde.marginal(torch.tensor(t_mid, dtype=torch.float64))[0])
             t_row = run.t[k].new_full(run.t[k].shape, t_mid)
-            plan.append(_Step2S(m[k], sig[k], down, up, mid, t_row, m_mid, m[k + 1]))
-        return plan, sig, m, _Predictor(run)
+            steps.append(Step2S(m[k], sig[k], down, up, mid, t_row, m_mid, m[k + 1]))
+        return Ancestral2SPlan(steps, sig, m, Predictor(run))
 
-    def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
-        steps, sig, m, predict = plan
+    def step(self, x: Tensor, k: int, run: Run, plan: Ancestral2SPlan) -> Tensor:
+        sig, m, predict = plan.sigma, plan.m, plan.predict
         if run.is_last(k):  # own step to t = 0: Euler in sigma~, ending at sigma~(0)
             d = predict.x0(x, run.t[k], m[k], sig[k] * m[k])
             r = sig[k + 1] / sig[k]
             return (x / m[k] * r).add_(d, alpha=1 - r).mul_(m[k + 1])
-        st = steps[k]
+        st = plan.steps[k]
         xs = x / st.m
         d = predict.x0(x, run.t[k], st.m, st.sig * st.m)
         h = math.log(st.sig / st.sig_down)

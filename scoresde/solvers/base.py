@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from scoresde.noise import NoiseSource
-from scoresde.sde import SDE
+from scoresde.core.noise import NoiseSource
+from scoresde.core.sde import SDE
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 StepCallback = Callable[[int, float, Tensor], None]
@@ -76,6 +76,7 @@ class Solver:
     """Base class. Subclasses set the class attributes and implement ``prepare`` and ``step``."""
 
     name: ClassVar[str] = ""
+    family: ClassVar[str] = "other"  # "SDE", "ODE" or "exponential" (reports group by it)
     stochastic: ClassVar[bool] = False
     evals_per_step: ClassVar[int] = 1
     order: ClassVar[float] = 1.0

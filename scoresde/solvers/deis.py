@@ -22,31 +22,34 @@ at most second.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from scoresde.sde import SDE
+from scoresde.core.sde import SDE
 from scoresde.solvers.base import Run
-from scoresde.solvers.exponential import _Grid, _Multistep, _Predictor
+from scoresde.solvers.dpm_solver import ExponentialMultistep
+from scoresde.solvers.exponential_toolkit import LambdaGrid
 
 BASES = ("log_rho", "t")
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(32)
 
 
-@dataclass
-class _RhoGrid(_Grid):
-    """The grid plus the interpolation variable u at each grid point."""
+@dataclass(frozen=True)
+class RhoGrid(LambdaGrid):
+    """The lambda grid plus the interpolation variable u at each grid point (u = -lambda for
+    the log-rho basis, u = t for the t basis) and the SDE (for t(rho))."""
 
-    u: list[float] = field(default_factory=list)
-    sde: SDE | None = None
+    u: list[float]
+    sde: SDE
 
 
-class DEIS(_Multistep):
+class DEIS(ExponentialMultistep):
     """Multistep DEIS of order 1..3 in noise prediction, with a log-rho or t polynomial basis."""
 
     name = "deis"
+    family = "exponential"
     prediction = "eps"
 
     def __init__(self, order: int = 2, basis: str = "log_rho", lower_order_final: bool = True):
@@ -55,13 +58,12 @@ class DEIS(_Multistep):
             raise ValueError(f"basis must be one of {', '.join(BASES)}, got {basis!r}")
         self.basis = basis
 
-    def prepare(self, run: Run):
-        g = _RhoGrid.of(run.sde, run.grid)
-        g.u = run.grid.tolist() if self.basis == "t" else [-lam for lam in g.lam]
-        g.sde = run.sde
-        return g, _Predictor(run)
+    def lambda_grid(self, run: Run) -> RhoGrid:
+        g = LambdaGrid.of(run.sde, run.grid)
+        u = run.grid.tolist() if self.basis == "t" else [-lam for lam in g.lam]
+        return RhoGrid(g.alpha, g.sigma, g.lam, u, run.sde)
 
-    def coefficients(self, g: _RhoGrid, k: int, q: int) -> tuple[float, list[float]]:
+    def coefficients(self, g: RhoGrid, k: int, q: int) -> tuple[float, list[float]]:
         v_s, v_t = -g.lam[k], -g.lam[k + 1]  # log rho at both ends
         half = 0.5 * (v_t - v_s)
         v = v_s + half * (_NODES + 1)

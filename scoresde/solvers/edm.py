@@ -35,13 +35,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoresde.checks import check_finite_positive
+from scoresde.core.checks import check_finite_positive
 from scoresde.solvers.base import Run, Solver
-from scoresde.solvers.exponential import _Predictor
+from scoresde.solvers.exponential_toolkit import Predictor
 
 
-@dataclass
-class _Level:
+@dataclass(frozen=True)
+class HeunLevel:
     """One step's constants: the churned level and where its denoiser is evaluated."""
 
     m: float  # m(t_i): x~ = x / m
@@ -60,10 +60,22 @@ def _m_above(sig_hat: float, m_T: float, s_T: float) -> float:
     return m_T
 
 
+@dataclass(frozen=True)
+class EDMPlan:
+    """EDM Heun's constants: the per-step ``levels``, and at the grid points t_0 .. t_N the
+    noise levels sigma_k = s(t_k)/m(t_k) (``sigma``) and the scales m(t_k) (``m``). No run state."""
+
+    levels: list[HeunLevel]
+    sigma: list[float]
+    m: list[float]
+    predict: Predictor
+
+
 class EDMHeun(Solver):
     """EDM Heun (second order) with optional churn; deterministic when ``s_churn`` = 0."""
 
     name = "edm_heun"
+    family = "ODE"
     evals_per_step = 2
     order = 2.0
 
@@ -92,7 +104,7 @@ class EDMHeun(Solver):
             return min(self.s_churn / steps, math.sqrt(2) - 1)
         return 0.0
 
-    def prepare(self, run: Run):
+    def prepare(self, run: Run) -> EDMPlan:
         sde = run.sde
         m, s = sde.marginal(run.grid)
         sig, m = (s / m).tolist(), m.tolist()
@@ -103,23 +115,27 @@ class EDMHeun(Solver):
             if self.cap_sigma_hat:
                 sig_hat = min(sig_hat, s_T / m_T)
             if sig_hat == sig[k]:
-                level = _Level(m[k], sig[k], sig[k], run.t[k], m[k], sig[k] * m[k])
+                level = HeunLevel(m[k], sig[k], sig[k], run.t[k], m[k], sig[k] * m[k])
             elif sig_hat >= s_T / m_T:  # above the SDE's range: k-diffusion's convention
-                level = _Level(m[k], sig[k], sig_hat, run.t[0], _m_above(sig_hat, m_T, s_T), s_T)
+                m_in = _m_above(sig_hat, m_T, s_T)
+                level = HeunLevel(m[k], sig[k], sig_hat, run.t[0], m_in, s_T)
             else:
                 th = float(sde.t_from_sigma(torch.tensor(sig_hat, dtype=torch.float64)))
                 mh, sh = (float(v) for v in sde.marginal(torch.tensor(th, dtype=torch.float64)))
-                level = _Level(m[k], sig[k], sh / mh, run.t[k].new_full(run.t[k].shape, th), mh, sh)
+                t_row = run.t[k].new_full(run.t[k].shape, th)
+                level = HeunLevel(m[k], sig[k], sh / mh, t_row, mh, sh)
             levels.append(level)
-        return levels, sig, m, _Predictor(run)
+        return EDMPlan(levels, sig, m, Predictor(run))
 
-    def _eps(self, xs: Tensor, t: Tensor, m_eval: float, s_eval: float, predict) -> Tensor:
+    def _eps(
+        self, xs: Tensor, t: Tensor, m_eval: float, s_eval: float, predict: Predictor
+    ) -> Tensor:
         """eps_hat = (x~ - D(x~; sigma)) / sigma, from the network at input m_eval x~."""
         return predict.eps(xs * m_eval, t, s_eval)
 
-    def step(self, x: Tensor, k: int, run: Run, plan, to_data: bool = False) -> Tensor:
-        levels, sig, m, predict = plan
-        lv = levels[k]
+    def step(self, x: Tensor, k: int, run: Run, plan: EDMPlan, to_data: bool = False) -> Tensor:
+        sig, m, predict = plan.sigma, plan.m, plan.predict
+        lv = plan.levels[k]
         xs = x / lv.m  # scaled state x~
         if lv.sig_hat > lv.sig:
             churn = math.sqrt(lv.sig_hat**2 - lv.sig**2) * self.s_noise
@@ -133,7 +149,7 @@ class EDMHeun(Solver):
         d2 = self._eps(x_next, run.t[k + 1], m_next, sig_next * m_next, predict)
         return (xs + (d + d2) * (0.5 * dsig)).mul_(m_next)
 
-    def final_step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
+    def final_step(self, x: Tensor, k: int, run: Run, plan: EDMPlan) -> Tensor:
         """EDM's last step, churn included; with ``run.denoise`` it always ends at sigma = 0."""
         return self.step(x, k, run, plan, to_data=run.denoise)
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from scoresde.checks import check_finite_positive, check_positive_int
+from scoresde.core.checks import check_finite_positive, check_positive_int
 from scoresde.solvers import registry
 from scoresde.solvers.base import Run, Solver, StepCallback, affine, tweedie_step
 
@@ -103,6 +103,7 @@ class PredictorCorrector(Solver):
     """
 
     name = "pc"
+    family = "SDE"
     stochastic = True
     order = 0.5
 
@@ -166,6 +167,7 @@ class AnnealedLangevin(Solver):
     """
 
     name = "annealed_langevin"
+    family = "SDE"
     stochastic = True
     order = 0.5
 

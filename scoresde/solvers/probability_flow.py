@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scoresde.checks import check_finite_positive
-from scoresde.ode import dopri5, solve_ivp_scipy
-from scoresde.sde import SDE
+from scoresde.core.checks import check_finite_positive
+from scoresde.core.ode import dopri5, solve_ivp_scipy
+from scoresde.core.sde import SDE
 from scoresde.solvers.base import (
     AffineSolver,
     Run,
@@ -50,6 +50,7 @@ class ODEEuler(AffineSolver):
     """Euler on the probability-flow ODE: x_next = x + [a(t) x - 1/2 g(t)^2 s] dt."""
 
     name = "ode_euler"
+    family = "ODE"
 
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
         dt = t_next - t
@@ -66,6 +67,7 @@ class ODEHeun(Solver):
     """
 
     name = "ode_heun"
+    family = "ODE"
     evals_per_step = 2
     order = 2.0
 
@@ -133,12 +135,13 @@ class _AdaptiveODE(Solver):
 
 
 class ODEDopri5(_AdaptiveODE):
-    """Adaptive Dormand–Prince 5(4) with a PI controller, torch-native (``scoresde.ode``).
+    """Adaptive Dormand–Prince 5(4) with a PI controller, torch-native (``scoresde.core.ode``).
 
     Runs on the samples' device; one host read per attempted step (the error norm).
     """
 
     name = "ode_dopri5"
+    family = "ODE"
     integrator = staticmethod(dopri5)
 
 
@@ -151,4 +154,5 @@ class ODERK45(_AdaptiveODE):
     """
 
     name = "ode_rk45"
+    family = "ODE"
     integrator = staticmethod(solve_ivp_scipy)

@@ -22,8 +22,8 @@ import math
 
 from torch import Tensor
 
-from scoresde.checks import check_finite_positive, check_positive_int
-from scoresde.grids import karras_sigmas
+from scoresde.core.checks import check_finite_positive, check_positive_int
+from scoresde.core.grids import karras_sigmas
 from scoresde.solvers.base import Run, Solver, StepCallback
 from scoresde.solvers.edm import EDMHeun
 
@@ -32,6 +32,7 @@ class Restart(Solver):
     """Heun on the main grid plus K restarts of the interval [t_min, t_max] (module doc)."""
 
     name = "restart"
+    family = "ODE"
     stochastic = True
     order = 2.0
 
@@ -75,7 +76,7 @@ class Restart(Solver):
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
         heun = self.heun
         plan = heun.prepare(run)
-        sig = plan[1]
+        sig = plan.sigma  # the main grid's noise levels s/m
         # restart from the interior grid point below sigma_max nearest to sigma_min (in log)
         inner = [k for k in range(1, run.steps) if sig[k] < self.sigma_max]
         start = min(inner, key=lambda k: abs(math.log(sig[k] / self.sigma_min)), default=None)

@@ -12,8 +12,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from scoresde.ddpm import gaussian_posterior
-from scoresde.sde import SDE
+from scoresde.core.ddpm import gaussian_posterior
+from scoresde.core.sde import SDE
 from scoresde.solvers.base import AffineSolver
 
 
@@ -25,6 +25,7 @@ class EulerMaruyama(AffineSolver):
     """
 
     name = "euler_maruyama"
+    family = "SDE"
     stochastic = True
     pathwise_limit = "reverse_sde"
     order = 0.5
@@ -44,6 +45,7 @@ class ReverseDiffusion(AffineSolver):
     """
 
     name = "reverse_diffusion"
+    family = "SDE"
     stochastic = True
     pathwise_limit = "reverse_sde"
     order = 0.5
@@ -66,6 +68,7 @@ class DDPMAncestral(AffineSolver):
     """
 
     name = "ddpm_ancestral"
+    family = "SDE"
     stochastic = True
     pathwise_limit = "reverse_sde"
     order = 0.5

@@ -17,7 +17,7 @@ import torch
 import torchsde
 from torch import Tensor
 
-from scoresde.noise import BrownianNoise
+from scoresde.core.noise import BrownianNoise
 from scoresde.solvers.base import Run, Solver, StepCallback
 from scoresde.solvers.reverse_sde import EulerMaruyama
 
@@ -66,6 +66,7 @@ class TorchsdeSolver(Solver):
     """
 
     name = "torchsde"
+    family = "SDE"
     stochastic = True
     order = 0.5
 

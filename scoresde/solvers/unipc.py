@@ -12,7 +12,7 @@ points with r_k = (lambda_k - lambda_s) / h < 0, through the differences D_k = (
     x_t = c_x x_s - C (e^hh - 1) m_0 - C B(h) sum_k rho_k D_k
 
 with B(h) = hh ("bh1") or e^hh - 1 ("bh2"). The weights solve R rho = b on the nodes'
-powers, R[i, k] = r_k^i, b_i = hh phi_(i+1)(hh) i! / B(h) (phi as in exponential.py);
+powers, R[i, k] = r_k^i, b_i = hh phi_(i+1)(hh) i! / B(h) (``exponential_toolkit.phi``);
 p = 2 uses rho = 1/2 (the h -> 0 limit of b_1, as the reference code does). The corrector
 UniC-p recomputes the same step once the prediction m_t at the new point is known (node
 r = 1, D = m_t - m_0), with rho from the full p x p system (rho = 1/2 for p = 1). It reuses
@@ -28,24 +28,41 @@ uses the network at the uncorrected point, so the final correction has no effect
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from torch import Tensor
 
 from scoresde.solvers.base import Run, Solver
-from scoresde.solvers.exponential import _check_order, _combine, _Grid, _Predictor, phi
+from scoresde.solvers.exponential_toolkit import (
+    History,
+    LambdaGrid,
+    Predictor,
+    check_order,
+    combine,
+    phi,
+)
 
 B_FUNCTIONS = ("bh1", "bh2")
 
 
-class _UniPCState:
-    """Host floats of the grid and the tensors carried between steps."""
+@dataclass
+class UniPCState:
+    """A UniPC run's mutable state, the tensors carried between steps: the predictions at
+    x_k, x_(k-1), ... (newest first), the start of the last predictor step and its order."""
 
-    def __init__(self, grid: _Grid, predict: _Predictor) -> None:
-        self.grid, self.predict = grid, predict
-        self.history: list[Tensor] = []  # predictions at x_k, x_(k-1), ... (newest first)
-        self.x_prev: Tensor | None = None  # the corrected start of the last predictor step
-        self.order_prev = 0
+    history: History
+    x_prev: Tensor | None = None  # the corrected start of the last predictor step
+    order_prev: int = 0
+
+
+@dataclass(frozen=True)
+class UniPCPlan:
+    """A UniPC run: its constants (the grid, the predictor) and its mutable ``state``."""
+
+    grid: LambdaGrid
+    predict: Predictor
+    state: UniPCState  # the run's state: updated by every step
 
 
 class UniPC(Solver):
@@ -57,6 +74,7 @@ class UniPC(Solver):
     """
 
     name = "unipc"
+    family = "exponential"
 
     def __init__(
         self,
@@ -66,7 +84,7 @@ class UniPC(Solver):
         corrector: bool = True,
         lower_order_final: bool = True,
     ) -> None:
-        self.order = _check_order(order, 3)
+        self.order = check_order(order, 3)
         if variant not in B_FUNCTIONS:
             raise ValueError(f"variant must be one of {', '.join(B_FUNCTIONS)}, got {variant!r}")
         if prediction not in ("x0", "eps"):
@@ -75,10 +93,11 @@ class UniPC(Solver):
         self.corrector = bool(corrector)
         self.lower_order_final = bool(lower_order_final)
 
-    def prepare(self, run: Run) -> _UniPCState:
-        return _UniPCState(_Grid.of(run.sde, run.grid), _Predictor(run))
+    def prepare(self, run: Run) -> UniPCPlan:
+        grid = LambdaGrid.of(run.sde, run.grid)
+        return UniPCPlan(grid, Predictor(run), UniPCState(History(self.order)))
 
-    def _parts(self, g: _Grid, s: int, t: int) -> tuple[float, float, float, float]:
+    def _parts(self, g: LambdaGrid, s: int, t: int) -> tuple[float, float, float, float]:
         """(c_x, C, hh, B(h)) for the step from grid point s to t."""
         h = g.lam[t] - g.lam[s]
         if self.prediction == "x0":
@@ -87,7 +106,7 @@ class UniPC(Solver):
             cx, c, hh = g.alpha[t] / g.alpha[s], g.sigma[t], h
         return cx, c, hh, (hh if self.variant == "bh1" else math.expm1(hh))
 
-    def weights(self, g: _Grid, s: int, t: int, p: int, corrector: bool) -> tuple[float, list]:
+    def weights(self, g: LambdaGrid, s: int, t: int, p: int, corrector: bool) -> tuple[float, list]:
         """(c_x, weights on [m_t (corrector only), m_s, m_(s-1), ..., m_(s-p+1)])."""
         cx, c, hh, b_h = self._parts(g, s, t)
         h = g.lam[t] - g.lam[s]
@@ -116,20 +135,20 @@ class UniPC(Solver):
             q = min(q, run.steps - k)
         return q
 
-    def step(self, x: Tensor, k: int, run: Run, plan: _UniPCState) -> Tensor:
-        g = plan.grid
+    def step(self, x: Tensor, k: int, run: Run, plan: UniPCPlan) -> Tensor:
+        g, state = plan.grid, plan.state
         m = plan.predict(self.prediction, x, run.t[k], g.alpha[k], g.sigma[k])
-        if self.corrector and plan.x_prev is not None:
-            cx, w = self.weights(g, k - 1, k, plan.order_prev, corrector=True)
-            x = _combine(plan.x_prev, cx, list(zip(w, [m, *plan.history], strict=False)))
-        plan.history = [m, *plan.history[: self.order - 1]]
+        if self.corrector and state.x_prev is not None:
+            cx, w = self.weights(g, k - 1, k, state.order_prev, corrector=True)
+            x = combine(state.x_prev, cx, list(zip(w, [m, *state.history.items], strict=False)))
+        state.history.push(m)
         if run.is_last(k):  # own step to t = 0 (denoise=False): first order
             cx, cf = g.first_order(self.prediction, k)
-            return _combine(x, cx, [(cf, m)])
+            return combine(x, cx, [(cf, m)])
         q = self.step_order(k, run)
-        plan.x_prev, plan.order_prev = x, q
+        state.x_prev, state.order_prev = x, q
         cx, w = self.weights(g, k, k + 1, q, corrector=False)
-        return _combine(x, cx, list(zip(w, plan.history, strict=False)))
+        return combine(x, cx, list(zip(w, state.history.items, strict=False)))
 
     def describe(self) -> str:
         extra = "" if self.corrector else ", corrector=False"

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoresde.adapters import Score
-from scoresde.checks import broadcast_time
+from scoresde.core.adapters import Score
+from scoresde.core.checks import broadcast_time
 
 GuidanceScale = float | Callable[[Tensor], Tensor | float]
 

@@ -33,7 +33,7 @@ import scipy.integrate
 import torch
 from torch import Tensor
 
-from scoresde.checks import check_finite_positive, check_positive_int
+from scoresde.core.checks import check_finite_positive, check_positive_int
 
 State = tuple[Tensor, ...]
 ODEFunc = Callable[[float, State], State]

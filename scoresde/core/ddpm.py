@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoresde.checks import broadcast_time, check_positive_int
-from scoresde.schedules import DiscreteSchedule
+from scoresde.core.checks import broadcast_time, check_positive_int
+from scoresde.core.schedules import DiscreteSchedule
 
 
 def _coef(value: Tensor | float, x: Tensor) -> Tensor:

@@ -22,8 +22,8 @@ import math
 import torch
 from torch import Tensor
 
-from scoresde.checks import broadcast_time, check_positive_int
-from scoresde.sde import SDE
+from scoresde.core.checks import broadcast_time, check_positive_int
+from scoresde.core.sde import SDE
 
 
 class GaussianMixture:

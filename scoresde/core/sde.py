@@ -23,8 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.checks import as_float, as_time_tensor, broadcast_time, check_times
-from scoresde.schedules import LinearSchedule, NoiseSchedule, solve_decreasing
+from scoresde.core.checks import as_float, as_time_tensor, broadcast_time, check_times
+from scoresde.core.schedules import LinearSchedule, NoiseSchedule, solve_decreasing
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoresde.checks import broadcast_time, check_output, check_positive_int
-from scoresde.sde import SDE, VPSDE, SubVPSDE
+from scoresde.core.checks import broadcast_time, check_output, check_positive_int
+from scoresde.core.sde import SDE, VPSDE, SubVPSDE
 
 NetFn = Callable[[Tensor, Tensor], Tensor]
 TimeLabelFn = Callable[[Tensor], Tensor]
@@ -81,7 +81,7 @@ class Score:
     copy that passes per-call keyword arguments (class labels, ``encoder_hidden_states``, ...):
     a tensor with a leading dimension is per sample (B, ...); anything else is passed as is.
     ``with_x0_correction(fn)`` returns a copy whose x0 prediction is replaced by fn(x0_hat)
-    (clipping, dynamic thresholding: ``scoresde.x0_correction``), and whose score, eps and x0
+    (clipping, dynamic thresholding: ``scoresde.core.x0_correction``), and whose score, eps and x0
     all follow from the corrected x0: score = (m fn(x0_hat) - x) / s^2.
     """
 

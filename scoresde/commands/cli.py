@@ -16,8 +16,8 @@ import torch
 
 from scoresde import __version__
 from scoresde import evaluation as cmp
-from scoresde.model_check import ModelCheckWarning
-from scoresde.output_dir import check_output_dir
+from scoresde.core.output_dir import check_output_dir
+from scoresde.models.check import ModelCheckWarning
 from scoresde.solvers import registry
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         help="digits (the built-in trained model) or module:callable building your network "
-        "(see scoresde.model; default: none, the analytic targets)",
+        "(see scoresde.models; default: none, the analytic targets)",
     )
     c.add_argument(
         "--out",
@@ -174,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     lk.add_argument(
         "--model",
         default=None,
-        choices=["digits"],
-        help="the built-in digits model's test set (default: none, the analytic targets)",
+        help="a model whose evaluator brings a likelihood report on its data, e.g. digits "
+        "(test-set bits/dim by the ODE and the DDPM bound; default: none, the analytic targets)",
     )
     lk.add_argument(
         "--samples", type=int, default=None, help="samples (default 256; digits: all 450 images)"
@@ -219,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen = sub.add_parser("generate", help="draw many samples of your model into resumable shards")
     gen.add_argument(
-        "--model", required=True, help="digits or module:callable (see scoresde.model)"
+        "--model", required=True, help="digits or module:callable (see scoresde.models)"
     )
     gen.add_argument(
         "--solver", default="dpm_solver++", help="a solver name (see compare; default dpm_solver++)"
@@ -271,8 +271,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from scoresde.generate import generate
-    from scoresde.model import load_model
+    from scoresde.commands.generate import generate
+    from scoresde.models import load_model
 
     for name in ("num", "batch_size", "shard_size", "steps"):
         if getattr(args, name) < 1:
@@ -324,24 +324,28 @@ def _check_device(device: str) -> None:
 
 
 def _likelihood(args: argparse.Namespace) -> int:
-    from scoresde.likelihood_report import likelihood_report
+    from scoresde.commands.likelihood_report import likelihood_report
 
     _check_device(args.device)
     if args.samples is not None and args.samples < 2:
         raise UsageError(f"--samples must be >= 2, got {args.samples}")
-    if args.model == "digits":
-        from scoresde.digits.likelihood import digits_likelihood, format_digits_likelihood
+    if args.model is not None:
+        from scoresde.models import load_model
 
-        result = digits_likelihood(
-            images=args.samples,
-            trace=args.trace or "hutchinson",
-            rtol=args.rtol,
-            atol=args.atol,
-            seed=args.seed,
-            device=args.device,
-            dtype=DTYPES[args.dtype or "float32"],
+        report = getattr(load_model(args.model).evaluator, "likelihood_report", None)
+        if report is None:
+            raise UsageError(f"--model {args.model}: the model brings no likelihood report")
+        print(
+            report(
+                images=args.samples,
+                trace=args.trace or "hutchinson",
+                rtol=args.rtol,
+                atol=args.atol,
+                seed=args.seed,
+                device=args.device,
+                dtype=DTYPES[args.dtype or "float32"],
+            )
         )
-        print(format_digits_likelihood(result))
         return 0
     skip = ("command", "target", "dtype", "model", "samples", "trace")
     options = {k: v for k, v in vars(args).items() if k not in skip}
@@ -421,7 +425,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _schedules(args: argparse.Namespace) -> int:
-    from scoresde.schedule_report import schedule_report
+    from scoresde.commands.schedule_report import schedule_report
 
     print(schedule_report(args.steps, args.eps, args.out))
     return 0

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.checks import as_float, as_time_tensor, check_times
+from scoresde.core.checks import as_float, as_time_tensor, check_times
 
 T_MAX = 1.0
 
@@ -209,7 +209,7 @@ class DiscreteSchedule(NoiseSchedule):
     (alpha_bar(0) = 1). Between grid points log alpha_bar is linear in t, so beta(t) is
     piecewise constant: beta(t) = -N log(1 - beta_i) on ((i-1)/N, i/N]. A network trained on the
     table can therefore be sampled by continuous-time solvers too; the network's integer label
-    for time t is chosen by the adapter (see ``scoresde.adapters.TimeLabel``).
+    for time t is chosen by the adapter (see ``scoresde.core.adapters.TimeLabel``).
 
     The table is kept in float64 on the CPU; evaluation moves it to t's device once per call.
     """

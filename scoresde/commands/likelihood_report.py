@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import torch
 
-from scoresde.adapters import Score
+from scoresde.core.adapters import Score
+from scoresde.core.sde import VPSDE
 from scoresde.evaluation import SCHEDULES
+from scoresde.evaluation.targets import TARGETS
 from scoresde.likelihood import log_likelihood
-from scoresde.sde import VPSDE
-from scoresde.targets import TARGETS
 
 
 def likelihood_report(

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from scoresde.targets import GaussianMixture
+from scoresde.evaluation.targets import GaussianMixture
 
 MMD_MAX_POINTS = 2000
 

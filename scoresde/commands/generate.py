@@ -36,17 +36,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from scoresde.checks import (
+from scoresde.core.checks import (
     MAX_STEPS,
     check_device,
     check_positive_int,
     check_sampling_dtype,
     check_seed,
 )
-from scoresde.indexed_noise import IndexedNoise
-from scoresde.model import ModelSpec
-from scoresde.model_check import check_model as run_model_check
-from scoresde.output_dir import atomic_write, check_output_dir
+from scoresde.core.indexed_noise import IndexedNoise
+from scoresde.core.output_dir import atomic_write, check_output_dir
+from scoresde.models import ModelSpec
+from scoresde.models.check import check_model as run_model_check
 from scoresde.sample import sample
 from scoresde.solvers import registry
 from scoresde.solvers.base import Solver
@@ -101,8 +101,8 @@ def model_fingerprint(spec: ModelSpec, device: str | torch.device = "cpu") -> st
     samples 0 and 1.
 
     The probe is x = sin(1 + k) over the (2, *shape) elements, at t = (0.3, 0.7), in float32
-    on ``device`` (where the model runs); its output is rounded to 4 significant digits of its
-    largest entry, and that largest entry itself to 4 significant digits, so the fingerprint
+    on ``device`` (where the model runs); its output is rounded to 4 significant figures of its
+    largest entry, and that largest entry itself to 4 significant figures, so the fingerprint
     survives the last-bit differences of another device or BLAS but not new weights nor an
     output rescaled by a constant factor.
     """
@@ -218,7 +218,7 @@ def generate(
     """Draw samples 0..num-1 of ``spec``'s model into shards under ``out``; resumable.
 
     Args:
-        spec: the model (``scoresde.model.load_model``).
+        spec: the model (``scoresde.models.load_model``).
         num: number of samples; batch_size: samples per sampler call (does not change results);
         shard_size: samples per shard file (part of the run's identity).
         solver, steps, time_grid: as in ``sample``. Refused: ``torchsde`` (its Brownian tree
@@ -228,7 +228,7 @@ def generate(
             adapter looks wrong (``ModelCheckWarning``).
     """
     if not isinstance(spec, ModelSpec):
-        raise TypeError(f"spec must be a ModelSpec (scoresde.model.load_model), got {spec!r:.60}")
+        raise TypeError(f"spec must be a ModelSpec (scoresde.models.load_model), got {spec!r:.60}")
     num = check_positive_int("num", num)
     batch_size = check_positive_int("batch_size", batch_size)
     shard_size = check_positive_int("shard_size", shard_size)

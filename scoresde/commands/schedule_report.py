@@ -7,15 +7,15 @@ from pathlib import Path
 
 import torch
 
-from scoresde.grids import GRIDS, make_time_grid
-from scoresde.schedules import (
+from scoresde.core.grids import GRIDS, make_time_grid
+from scoresde.core.schedules import (
     CosineSchedule,
     DiscreteSchedule,
     LinearSchedule,
     LogAlphaBarSchedule,
     NoiseSchedule,
 )
-from scoresde.sde import VPSDE
+from scoresde.core.sde import VPSDE
 
 
 def default_schedules() -> dict[str, NoiseSchedule]:

@@ -28,16 +28,16 @@ import scipy.optimize
 import torch
 from torch import Tensor
 
-from scoresde.adapters import Score
-from scoresde.checks import check_positive_int
-from scoresde.grids import make_time_grid
+from scoresde.core.adapters import Score
+from scoresde.core.checks import check_positive_int
+from scoresde.core.grids import make_time_grid
+from scoresde.core.sde import SDE
+from scoresde.evaluation.metrics import sliced_wasserstein
+from scoresde.evaluation.targets import GaussianMixture
 from scoresde.likelihood import decode
-from scoresde.metrics import sliced_wasserstein
 from scoresde.sample import sample
-from scoresde.sde import SDE
 from scoresde.solvers import registry
 from scoresde.solvers.base import Solver, tweedie_coefficients
-from scoresde.targets import GaussianMixture
 
 
 def _rmse(x: Tensor, ref: Tensor) -> float:
@@ -114,7 +114,7 @@ def optimise_grid(
     Args:
         solver: a deterministic solver (name or instance), e.g. "dpm_solver++".
         sde: the SDE and schedule to sample (e.g. ``VPSDE(CosineSchedule())``).
-        target: a Gaussian mixture with exact score (``scoresde.targets``).
+        target: a Gaussian mixture with exact score (``scoresde.evaluation.targets``).
         steps: N (as in ``sample``); the solver spends ``planned_nfe(N)`` evaluations.
         eps: the last evaluation time.
         samples: starts x_T for the objective (float64); as many again are held out.

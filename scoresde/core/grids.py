@@ -26,8 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.checks import MAX_STEPS, check_positive_int, check_times
-from scoresde.sde import SDE
+from scoresde.core.checks import MAX_STEPS, check_positive_int, check_times
+from scoresde.core.sde import SDE
 
 GridRule = Callable[[SDE, int, float], Tensor]
 

@@ -56,11 +56,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scoresde.adapters import Score, discrete_index
-from scoresde.model import ModelSpec
-from scoresde.schedules import DiscreteSchedule
-from scoresde.sde import SDE, VESDE, VPSDE
-from scoresde.x0_correction import clip_x0, dynamic_threshold
+from scoresde.core.adapters import Score, discrete_index
+from scoresde.core.schedules import DiscreteSchedule
+from scoresde.core.sde import SDE, VESDE, VPSDE
+from scoresde.core.x0_correction import clip_x0, dynamic_threshold
+from scoresde.models import ModelSpec
 
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
