@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+import scoresde.evaluation as cmp
 from scoresde import __version__
-from scoresde import evaluation as cmp
 from scoresde.core.output_dir import check_output_dir
 from scoresde.models.check import ModelCheckWarning
 from scoresde.solvers import registry

@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scoresde import metrics
 from scoresde.digits.classifier import DigitClassifier
 from scoresde.digits.data import LEVELS, load_split
+from scoresde.evaluation import metrics
 from scoresde.likelihood import dequantize
 from scoresde.models.evaluator import EvaluatorPresentation
 

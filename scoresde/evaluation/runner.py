@@ -8,7 +8,7 @@ import time
 import torch
 from torch import Tensor
 
-from scoresde import metrics
+from scoresde.evaluation import metrics
 from scoresde.evaluation.estimates import estimate
 from scoresde.evaluation.problem import Problem
 from scoresde.evaluation.settings import ENTROPY_SAMPLES, SW1_PROJECTIONS

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from scoresde import metrics
+from scoresde.evaluation import metrics
 from scoresde.evaluation.record import Record
 
 
