@@ -115,12 +115,20 @@ def test_user_model_against_reference_run(capsys):
                 "10",
                 "--samples",
                 "50",
+                # short references: this checks the model path end to end, not convergence
+                # (the default 1000-NFE ODE and 4000-step SDE references took 95 s here)
+                "--reference",
+                "ode_heun:100",
+                "--sde-reference",
+                "euler_maruyama:200",
                 "--no-progress",
             ]
         )
         == 0
     )
-    assert "ddpm_ancestral" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ddpm_ancestral" in out
+    assert "reference: ode_heun at NFE 99; reverse SDE: euler_maruyama, 200 uniform steps" in out
 
 
 def test_schedules_command(tmp_path, capsys):
