@@ -1,6 +1,6 @@
 """Print docs/interop.md's parity table: `python docs/parity_table.py` from the repository root.
 
-Runs every case of tests/test_interop.py (diffusers and k-diffusion samplers against their
+Runs every case of tests/parity/ (diffusers and k-diffusion samplers against their
 scoresde counterparts on the tiny random UNet, float64, shared start and noise) and prints
 max |ours - theirs| / max |theirs| per case, for three noise seeds (the largest is shown).
 """
@@ -11,24 +11,23 @@ from pathlib import Path
 
 import torch
 
+# tests/, whose modules the parity tests import by name, and the repository (tests.parity)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import diffusers
+from reference_samplers import B, ListNoise, N, k_diffusion_modules, rel_diff, tiny_unet
 
 import scoresde as sd
 from scoresde.models.interop import diffusers_timesteps, from_k_diffusion, time_grid_from_sigmas
-from tests.reference_samplers import ListNoise, k_diffusion_modules, tiny_unet
-from tests.test_interop import (
+from tests.parity.test_diffusers import (
     DIFFUSERS_CASES,
     FRACTIONAL_CASES,
-    K_CASES,
     SIGMA_MIN_CASES,
-    B,
-    N,
-    _rel,
     diffusers_parity,
     diffusers_parity_sigma_min,
 )
+from tests.parity.test_k_diffusion import K_CASES
 
 
 def _noise(seed):
@@ -44,7 +43,7 @@ def _fmt(options):
 def _row(library, sampler, config, solver, options, run_case) -> None:
     """One table row: the largest relative difference over three noise seeds, where
     ``run_case(noise)`` returns (ours, theirs) for one seed's start and draws."""
-    worst = max(_rel(*run_case(_noise(seed))) for seed in (1, 2, 3))
+    worst = max(rel_diff(*run_case(_noise(seed))) for seed in (1, 2, 3))
     print(f"| {library} | {sampler} ({_fmt(config)}) | {solver} ({_fmt(options)}) | {worst:.1e} |")
 
 

@@ -1,5 +1,15 @@
-"""Fixtures shared by the whole suite: the SDE list, the adaptive solvers, and the noise
-floors of the analytic targets (computed once per session)."""
+"""Fixtures shared by the whole suite: the SDE list, the adaptive solvers, the noise floors of
+the analytic targets, and the tiny UNet and noise of the interop and parity tests (each
+computed once per session).
+
+The tests in tests/solvers/ and tests/parity/ import the plain modules of tests/ by name
+(``from conftest import ADAPTIVE``, ``from reference_samplers import tiny_unet``): pytest's
+default "prepend" import mode puts this folder on sys.path when it loads this file, and the
+line below says so explicitly.
+"""
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +18,8 @@ import torch
 import scoresde as sd
 from scoresde import metrics
 from scoresde.evaluation.targets import mixture_2d, mixture_8d
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +66,29 @@ def noise_floor():
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def median_floors(noise_floor):
+    """{"2d", "8d"}: (mixture, reference, floor) at n = 3000, the median over 5 exact pairs; for
+    the sub-VP/VE target test of every solver and the predictor-corrector options."""
+    return {short: noise_floor(f"gmm{short}", 3000, 5, "median") for short in ("2d", "8d")}
+
+
+@pytest.fixture(scope="session")
+def unet():
+    """The tiny random diffusers UNet of the interop and parity tests (skips without diffusers)."""
+    from reference_samplers import tiny_unet
+
+    return tiny_unet()
+
+
+@pytest.fixture(scope="session")
+def noise():
+    """The parity tests' shared start z_T and noise draws, (B, 2, 8, 8) in float64, seed 1."""
+    from reference_samplers import B, N
+
+    g = torch.Generator().manual_seed(1)
+    z_T = torch.randn(B, 2, 8, 8, generator=g, dtype=torch.float64)
+    draws = [torch.randn(B, 2, 8, 8, generator=g, dtype=torch.float64) for _ in range(2 * N)]
+    return z_T, draws

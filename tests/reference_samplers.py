@@ -1,4 +1,5 @@
-"""Helpers for the parity tests: a tiny random diffusers UNet, diffusers' scheduler loop with
+"""Helpers for the parity and interop tests: a tiny random diffusers UNet, the sizes of the
+shared start and noise, the relative difference and its bound, diffusers' scheduler loop with
 recorded noise, and k-diffusion's sampler module loaded without its heavy package imports."""
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+
+B, N = 3, 10  # batch of the shared start and noise; sampling steps
+TOL = 1e-4  # bound on rel_diff for parity: see tests/parity/test_diffusers.py
+
+
+def rel_diff(a, b):
+    """max |a - b| / max |b|."""
+    return float((a - b).abs().max() / b.abs().max())
 
 
 def tiny_unet(num_class_embeds: int | None = None, dtype=torch.float64):

@@ -494,7 +494,10 @@ def test_the_bad_input_page_lists_every_registered_solver():
     page = (Path(__file__).parents[1] / "docs" / "bad-input.md").read_text()
     line = next(ln for ln in page.splitlines() if ln.startswith("| sample | solver 'foo' |"))
     listed = line.split("known solvers: ")[1].rstrip(" |").split(", ")
-    assert listed == sd.solvers.available()  # regenerate: python docs/bad_input_table.py
+    # the package's own solvers (other tests register third-party ones), in registry order
+    builtin = [n for n in sd.solvers.available()
+               if type(sd.solvers.get(n)).__module__.startswith("scoresde.")]  # fmt: skip
+    assert listed == builtin  # regenerate: python docs/bad_input_table.py
 
 
 def test_sample_takes_an_nfe_budget_through_the_solvers_evaluations_per_step():

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 import scoresde as sd
 from scoresde.core.grids import make_time_grid
@@ -73,3 +74,20 @@ def test_uniform_grid_hits_ddpm_timesteps():
     sde = sd.VPSDE(sd.DiscreteSchedule.linear(1000))
     grid = make_time_grid(sde, 1000, "uniform", 1 / 1000)
     assert grid.tolist() == pytest.approx([(1000 - i) / 1000 for i in range(1001)], abs=1e-15)
+
+
+def test_time_grids():
+    sde = sd.VPSDE()
+    for rule in sd.grids.GRIDS:
+        t = sd.make_time_grid(sde, 10, rule, 1e-3)
+        assert t.shape == (11,)
+        assert t[0] == 1.0 and t[-2] == pytest.approx(1e-3) and t[-1] == 0.0
+        assert (torch.diff(t) < 0).all()
+    lam = sde.log_snr(sd.make_time_grid(sde, 10, "logsnr")[:-1])
+    torch.testing.assert_close(
+        torch.diff(lam), torch.full((9,), float(lam[1] - lam[0]), dtype=torch.float64)
+    )
+    user = torch.tensor([0.9, 0.5, 0.1])
+    torch.testing.assert_close(
+        sd.make_time_grid(sde, None, user), torch.tensor([0.9, 0.5, 0.1, 0.0], dtype=torch.float64)
+    )

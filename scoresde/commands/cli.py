@@ -52,18 +52,22 @@ def _reference(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"expected solver:count, got {text!r}") from None
 
 
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        type=_csv(str),
+        default=["gmm2d", "gmm8d"],
+        help="comma-separated: gmm2d, gmm8d (default both)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scoresde", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"scoresde {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compare", help="solvers x NFE budgets on analytic targets or your model")
-    c.add_argument(
-        "--target",
-        type=_csv(str),
-        default=["gmm2d", "gmm8d"],
-        help="comma-separated: gmm2d, gmm8d (default both)",
-    )
+    _add_target(c)
     c.add_argument(
         "--solvers",
         type=_csv(str),
@@ -165,12 +169,7 @@ def _parser() -> argparse.ArgumentParser:
         help="ODE log-likelihood vs the exact density on targets; --model digits: test-set "
         "bits/dim by the PF-ODE and the DDPM bound",
     )
-    lk.add_argument(
-        "--target",
-        type=_csv(str),
-        default=["gmm2d", "gmm8d"],
-        help="comma-separated: gmm2d, gmm8d (default both)",
-    )
+    _add_target(lk)
     lk.add_argument(
         "--model",
         default=None,

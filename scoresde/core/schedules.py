@@ -276,15 +276,20 @@ class DiscreteSchedule(NoiseSchedule):
     def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
         log_snr = as_time_tensor(log_snr)
         nlab = torch.nn.functional.softplus(-log_snr.to(torch.float64))  # -log alpha_bar
-        knots = self._knots_nlab.to(nlab.device)
+        return self._invert_on_knots(self._knots_nlab, self._slopes, nlab).to(log_snr.dtype)
+
+    def _invert_on_knots(self, knots: Tensor, slopes: Tensor, value: Tensor) -> Tensor:
+        """The t in [0, T] where a quantity that is linear between the knots t_i = i/N, with
+        increasing ``knots`` values and per-interval ``slopes``, equals ``value`` (float64)."""
+        knots = knots.to(value.device)
         idx = torch.clamp(
-            torch.searchsorted(knots, nlab.contiguous()) - 1, 0, self.num_timesteps - 1
+            torch.searchsorted(knots, value.contiguous()) - 1, 0, self.num_timesteps - 1
         )
         t = (
-            self._knots_t.to(nlab.device)[idx]
-            + (nlab - knots[idx]) / self._slopes.to(nlab.device)[idx]
+            self._knots_t.to(value.device)[idx]
+            + (value - knots[idx]) / slopes.to(value.device)[idx]
         )
-        return t.clamp(0.0, self.T).to(log_snr.dtype)
+        return t.clamp(0.0, self.T)
 
     def __repr__(self) -> str:
         return f"DiscreteSchedule(N={self.num_timesteps})"

@@ -57,6 +57,7 @@ import torch
 from torch import Tensor
 
 from scoresde.core.adapters import Score, discrete_index
+from scoresde.core.checks import as_time_tensor
 from scoresde.core.schedules import DiscreteSchedule
 from scoresde.core.sde import SDE, VESDE, VPSDE
 from scoresde.core.x0_correction import clip_x0, dynamic_threshold
@@ -151,16 +152,9 @@ class InterpolatedDiscreteSchedule(DiscreteSchedule):
         return -2 * torch.log(self._sigma_tilde(t)[0])
 
     def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
+        log_snr = as_time_tensor(log_snr)
         sig = torch.exp(-0.5 * log_snr.to(torch.float64))
-        knots = self._knots_sigma.to(sig.device)
-        idx = torch.clamp(
-            torch.searchsorted(knots, sig.contiguous()) - 1, 0, self.num_timesteps - 1
-        )
-        t = (
-            self._knots_t.to(sig.device)[idx]
-            + (sig - knots[idx]) / self._sigma_slopes.to(sig.device)[idx]
-        )
-        return t.clamp(0.0, self.T).to(log_snr.dtype)
+        return self._invert_on_knots(self._knots_sigma, self._sigma_slopes, sig).to(log_snr.dtype)
 
     def __repr__(self) -> str:
         return f"InterpolatedDiscreteSchedule(N={self.num_timesteps})"
