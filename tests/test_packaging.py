@@ -1,5 +1,6 @@
 """What a user's packaging tools see: the licence, type information, the version."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,9 +21,17 @@ def test_license_file_matches_pyproject():
 
 @pytest.mark.slow
 def test_the_wheel_carries_license_py_typed_and_the_weights(tmp_path):
+    # build from a copy of the tracked files: an in-tree build leaves build/lib behind, whose
+    # stale modules a later build would pack too
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()  # fmt: skip
+    for name in files:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, src / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(src)],
         check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("scoresde-*.whl")
@@ -30,3 +39,4 @@ def test_the_wheel_carries_license_py_typed_and_the_weights(tmp_path):
     assert "scoresde/py.typed" in names
     assert any(n.endswith("licenses/LICENSE") for n in names), names
     assert "scoresde/digits/weights/model.json" in names
+    assert "scoresde/core/sde.py" in names and "scoresde/sde.py" not in names
