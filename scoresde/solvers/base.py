@@ -6,8 +6,11 @@ noise source, the time grid and per-step time tensors) and calls
     plan = solver.prepare(run)            once: per-step constants, computed in float64
     x    = solver.step(x, k, run, plan)   for k = 0 .. N-1: from t_k to t_{k+1}
 
-or, for solvers that drive their own loop (adaptive, torchsde), ``solver.integrate``. Solvers
-declare what they are (``stochastic``, ``evals_per_step``, ``order``), never touch networks,
+or, for solvers that drive their own loop (adaptive, torchsde), ``solver.integrate``. A plan
+is a small dataclass of the run's constants; a multistep method's memory of earlier
+predictions is one explicit state field of its plan (``exponential_toolkit.History``), made
+fresh by every ``prepare``, so the solver object itself stays stateless. Solvers declare what
+they are (``family``, ``stochastic``, ``evals_per_step``, ``order``), never touch networks,
 and never read tensor values on the host inside the loop.
 
 The last step (eps -> 0) never adds noise; with ``run.denoise`` it is Tweedie's denoiser
