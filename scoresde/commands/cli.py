@@ -16,7 +16,9 @@ import torch
 
 import scoresde.evaluation as cmp
 from scoresde import __version__
+from scoresde.core.grids import GRIDS
 from scoresde.core.output_dir import check_output_dir
+from scoresde.evaluation import settings as defaults
 from scoresde.models.check import ModelCheckWarning
 from scoresde.solvers import registry
 
@@ -61,6 +63,15 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_schedule(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--schedule",
+        default="linear",
+        choices=sorted(cmp.SCHEDULES),
+        help="noise schedule of the VP SDE on analytic targets (default %(default)s)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scoresde", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"scoresde {__version__}")
@@ -80,57 +91,61 @@ def _parser() -> argparse.ArgumentParser:
         "--nfe",
         type=_int_list,
         default=None,
-        help="comma-separated score-evaluation budgets (default 10,20,50,100,200,500; "
-        "--model digits: 10,20,50,100)",
+        help="comma-separated score-evaluation budgets (default "
+        f"{','.join(map(str, defaults.DEFAULT_BUDGETS))}; --model digits: 10,20,50,100)",
     )
-    c.add_argument(
-        "--schedule",
-        default="linear",
-        choices=sorted(cmp.SCHEDULES),
-        help="noise schedule of the VP SDE on analytic targets (default linear)",
-    )
+    _add_schedule(c)
     c.add_argument(
         "--time-grid",
         default="uniform",
-        choices=["uniform", "quadratic", "logsnr", "karras"],
-        help="time grid of solvers whose spec names none (default uniform)",
+        choices=list(GRIDS),
+        help="time grid of solvers whose spec names none (default %(default)s)",
     )
     c.add_argument(
-        "--samples", type=int, default=None, help="samples per replicate (default 500; digits 128)"
+        "--samples",
+        type=int,
+        default=None,
+        help=f"samples per replicate (default {defaults.DEFAULT_SAMPLES}; digits 128)",
     )
     c.add_argument(
         "--replicates",
         type=int,
         default=None,
         help="independent replicates; metrics are mean ± standard error over them "
-        "(default 10; digits 5)",
+        f"(default {defaults.DEFAULT_REPLICATES}; digits 5)",
     )
     c.add_argument(
         "--alpha",
         type=float,
-        default=cmp.compare.__kwdefaults__["alpha"],
-        help="level of the paired test that decides 'at the floor' (default 0.01)",
+        default=defaults.ALPHA,
+        help="level of the paired test that decides 'at the floor' (default %(default)s)",
     )
     c.add_argument(
         "--reference",
         type=_reference,
         default=None,
-        help="with --model: solver:NFE of the converged ODE reference (default ode_heun:1000; "
-        "digits ode_heun:500)",
+        help="with --model: solver:NFE of the converged ODE reference (default "
+        f"{':'.join(map(str, defaults.MODEL_REFERENCE))}; digits ode_heun:500)",
     )
     c.add_argument(
         "--sde-reference",
         type=_reference,
         default=None,
         help="solver:steps of the reverse-SDE reference on the same Brownian path "
-        "(default euler_maruyama:4000; digits euler_maruyama:1000)",
+        f"(default {':'.join(map(str, defaults.SDE_REFERENCE))}; digits euler_maruyama:1000)",
     )
     c.add_argument(
-        "--seed", type=int, default=0, help="x_T and Brownian paths derive from it (default 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="x_T and Brownian paths derive from it (default %(default)s)",
     )
-    c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default %(default)s)")
     c.add_argument(
-        "--dtype", default="float32", choices=sorted(DTYPES), help="sample dtype (default float32)"
+        "--dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        help="sample dtype (default %(default)s)",
     )
     c.add_argument(
         "--model",
@@ -154,15 +169,17 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     s = sub.add_parser("schedules", help="plot alpha_bar, log-SNR and beta of schedules")
-    s.add_argument("--steps", type=int, default=10, help="grid points to mark (default 10)")
     s.add_argument(
-        "--eps", type=float, default=1e-3, help="smallest time of the grids (default 0.001)"
+        "--steps", type=int, default=10, help="grid points to mark (default %(default)s)"
+    )
+    s.add_argument(
+        "--eps", type=float, default=1e-3, help="smallest time of the grids (default %(default)s)"
     )
     s.add_argument(
         "--out",
         default="schedules.png",
         help="PNG path, or a directory for DIR/schedules.png; missing directories are created "
-        "(default schedules.png)",
+        "(default %(default)s)",
     )
     lk = sub.add_parser(
         "likelihood",
@@ -179,12 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     lk.add_argument(
         "--samples", type=int, default=None, help="samples (default 256; digits: all 450 images)"
     )
-    lk.add_argument(
-        "--schedule",
-        default="linear",
-        choices=sorted(cmp.SCHEDULES),
-        help="noise schedule on analytic targets (default linear)",
-    )
+    _add_schedule(lk)
     lk.add_argument(
         "--trace",
         default=None,
@@ -192,27 +204,29 @@ def _parser() -> argparse.ArgumentParser:
         help="divergence (default exact; digits: hutchinson)",
     )
     lk.add_argument(
-        "--probes", type=int, default=1, help="Hutchinson probes per sample (default 1)"
+        "--probes", type=int, default=1, help="Hutchinson probes per sample (default %(default)s)"
     )
     lk.add_argument(
         "--probe",
         default="rademacher",
         choices=["rademacher", "gaussian"],
-        help="Hutchinson probe distribution (default rademacher)",
+        help="Hutchinson probe distribution (default %(default)s)",
     )
     lk.add_argument(
         "--solver",
         default="dopri5",
         choices=["dopri5", "scipy"],
-        help="ODE solver: torch-native dopri5 or scipy's RK45 (default dopri5)",
+        help="ODE solver: torch-native dopri5 or scipy's RK45 (default %(default)s)",
     )
-    lk.add_argument("--rtol", type=float, default=1e-5, help="ODE tolerance (default 1e-5)")
-    lk.add_argument("--atol", type=float, default=1e-5, help="ODE tolerance (default 1e-5)")
+    lk.add_argument("--rtol", type=float, default=1e-5, help="ODE tolerance (default %(default)s)")
+    lk.add_argument("--atol", type=float, default=1e-5, help="ODE tolerance (default %(default)s)")
     lk.add_argument(
-        "--eps", type=float, default=1e-5, help="the ODE runs from t = eps (default 1e-5)"
+        "--eps", type=float, default=1e-5, help="the ODE runs from t = eps (default %(default)s)"
     )
-    lk.add_argument("--seed", type=int, default=0, help="data and probe draws (default 0)")
-    lk.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    lk.add_argument(
+        "--seed", type=int, default=0, help="data and probe draws (default %(default)s)"
+    )
+    lk.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
     lk.add_argument(
         "--dtype", default=None, choices=sorted(DTYPES), help="(default float64; digits float32)"
     )
@@ -221,14 +235,14 @@ def _parser() -> argparse.ArgumentParser:
         "--model", required=True, help="digits or module:callable (see scoresde.models)"
     )
     gen.add_argument(
-        "--solver", default="dpm_solver++", help="a solver name (see compare; default dpm_solver++)"
+        "--solver", default="dpm_solver++", help="a solver name (see compare; default %(default)s)"
     )
-    gen.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
+    gen.add_argument("--steps", type=int, default=20, help="solver steps (default %(default)s)")
     gen.add_argument(
         "--time-grid",
         default="logsnr",
-        choices=["uniform", "quadratic", "logsnr", "karras"],
-        help="(default logsnr)",
+        choices=list(GRIDS),
+        help="(default %(default)s)",
     )
     gen.add_argument(
         "--num",
@@ -242,21 +256,27 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=64,
-        help="samples per sampler call; does not change the samples (default 64)",
+        help="samples per sampler call; does not change the samples (default %(default)s)",
     )
     gen.add_argument(
         "--shard-size",
         type=int,
         default=1000,
-        help="samples per shard file, part of the run's identity (default 1000)",
+        help="samples per shard file, part of the run's identity (default %(default)s)",
     )
     gen.add_argument(
-        "--seed", type=int, default=0, help="with the sample index, all randomness (default 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="with the sample index, all randomness (default %(default)s)",
     )
     gen.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
-    gen.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
     gen.add_argument(
-        "--dtype", default="float32", choices=sorted(DTYPES), help="sample dtype (default float32)"
+        "--dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        help="sample dtype (default %(default)s)",
     )
     gen.add_argument(
         "--no-progress", action="store_true", help="no progress bar on stderr (default: shown)"
@@ -331,11 +351,13 @@ def _likelihood(args: argparse.Namespace) -> int:
     if args.model is not None:
         from scoresde.models import load_model
 
-        report = getattr(load_model(args.model).evaluator, "likelihood_report", None)
+        spec = load_model(args.model)
+        report = getattr(spec.evaluator, "likelihood_report", None)
         if report is None:
             raise UsageError(f"--model {args.model}: the model brings no likelihood report")
         print(
             report(
+                spec,
                 images=args.samples,
                 trace=args.trace or "hutchinson",
                 rtol=args.rtol,

@@ -98,13 +98,6 @@ def build() -> dict[str, Any]:
     }
 
 
-def build_spec():
-    """``build()`` as a checked ``ModelSpec`` (what ``load_model("digits")`` returns)."""
-    from scoresde.models import spec_from
-
-    return spec_from(build())
-
-
 __all__ = [
     "BIN_WIDTH",
     "COMPARE_DEFAULTS",
@@ -114,7 +107,6 @@ __all__ = [
     "DigitClassifier",
     "DigitsUNet",
     "build",
-    "build_spec",
     "levels_to_model",
     "load_classifier",
     "load_split",

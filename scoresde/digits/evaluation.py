@@ -96,12 +96,13 @@ class DigitsEvaluator:
         rows = [self.score(x) for x in xs]
         return {k: [row[k] for row in rows] for k in self.metrics}
 
-    def likelihood_report(self, **options) -> str:
-        """``scoresde likelihood --model digits``: test-set bits/dim by the probability-flow
-        ODE and by the DDPM bound (``scoresde.digits.likelihood``)."""
+    def likelihood_report(self, spec, **options) -> str:
+        """``scoresde likelihood --model digits``: test-set bits/dim of ``spec`` (the digits
+        model this evaluator belongs to) by the probability-flow ODE and by the DDPM bound
+        (``scoresde.digits.likelihood``)."""
         from scoresde.digits.likelihood import digits_likelihood, format_digits_likelihood
 
-        return format_digits_likelihood(digits_likelihood(**options))
+        return format_digits_likelihood(digits_likelihood(spec, **options))
 
     def floor(self, n: int, replicates: int, seed: int = FLOOR_SEED) -> dict[str, list[float]]:
         """The metrics of real digits, per replicate at sample size n: ``fd`` from n training

@@ -25,6 +25,7 @@ from scoresde.core.ddpm import variational_bound
 from scoresde.digits.data import LEVELS, levels_to_model, load_split
 from scoresde.evaluation.estimates import Estimate, estimate
 from scoresde.likelihood import bits_per_dim, dequantize, log_likelihood
+from scoresde.models import ModelSpec
 
 
 @dataclass
@@ -48,6 +49,7 @@ class DigitsLikelihood:
 
 
 def digits_likelihood(
+    spec: ModelSpec,
     *,
     images: int | None = None,
     trace: str = "hutchinson",
@@ -59,10 +61,8 @@ def digits_likelihood(
     dtype: torch.dtype = torch.float32,
 ) -> DigitsLikelihood:
     """Bits/dim of the first ``images`` test digits (default all 450) by the PF-ODE (with
-    ``trace``: "hutchinson", one Rademacher probe per image, or "exact") and by the DDPM bound."""
-    from scoresde.digits import build_spec
-
-    spec = build_spec()
+    ``trace``: "hutchinson", one Rademacher probe per image, or "exact") and by the DDPM bound,
+    for ``spec``, the digits model (``load_model("digits")``)."""
     test = load_split("test").levels
     if images is not None:
         if not 2 <= images <= len(test):

@@ -117,12 +117,10 @@ def compare(
         on_samples: called as on_samples(label, nfe, x) with every run's samples x
             (R * n, ...), all from the same x_T row by row; label is the solver spec, or
             "reference" for the converged ODE reference. For pictures (``write_sample_grids``).
-        check_model: with ``model``, run ``scoresde.check_model`` first, warning if the
-            model's adapter looks wrong (``ModelCheckWarning``).
+        check_model: with ``model``, run ``scoresde.check_model`` before the runs, warning if
+            the model's adapter looks wrong (``ModelCheckWarning``).
     """
     model_spec = load_model(model) if model is not None else None
-    if model_spec is not None and check_model:
-        run_model_check(model_spec, device=check_device("device", device))
     given = {
         "nfe": nfe,
         "samples": samples,
@@ -170,6 +168,8 @@ def compare(
         sde_reference=sde_reference,
         alpha=float(alpha),
     )
+    if model_spec is not None and check_model:  # once the arguments are known to be good
+        run_model_check(model_spec, device=dev)
     records: list[Record] = []
     for name in [model] if model is not None else targets:
         loaded = (name, model_spec) if model_spec is not None else None

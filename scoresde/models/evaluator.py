@@ -13,8 +13,9 @@ how to label that floor, the footnote that explains them, and which get a plot p
     floor(n, R)  the same metrics of real held-out data at sample size n
     presentation an ``EvaluatorPresentation``: table formats, the floor row's label, the
                  footnote, and plot panels {metric: y-axis label}
-    likelihood_report(**options) optional: a text report of the model's likelihood on its
-                 data, for ``scoresde likelihood --model``
+    likelihood_report(spec, **options) optional: a text report of the likelihood of the
+                 model ``spec`` (the one this evaluator belongs to) on its data, for
+                 ``scoresde likelihood --model``
 
 The presentation is plain data, stored in each compare ``Record`` (``extra["evaluator"]``),
 so tables and plots drawn later from ``results.json`` look the same.
