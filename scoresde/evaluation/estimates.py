@@ -99,10 +99,10 @@ def one_sample_p_value(
     a = [float(v) for v in values]
     if not all(math.isfinite(v) for v in a):
         return 0.0
-    if estimate(a).se == 0:
+    e = estimate(a)
+    if e.se == 0:
         diff = a[0] - expected
         return 1.0 if diff == 0 or (diff < 0 and alternative == "greater") else 0.0
-    e = estimate(a)
     return _t_p_value((e.mean - expected) / e.se, e.replicates - 1, alternative)
 
 
