@@ -126,8 +126,10 @@ CASES = [
     ),
     ("SDEs", "VESDE(0, 50)", lambda: sd.VESDE(0, 50)),
     ("SDEs", "VPSDE(3)", lambda: sd.VPSDE(3)),
-    ("SDEs", "sde.marginal(1.5)", lambda: SDE.marginal(1.5)),
-    ("adapters", "score_from_v(net, VESDE())", lambda: sd.score_from_v(lambda x, t: x, sd.VESDE())),
+    ("SDEs", "sde.check_time(1.5)", lambda: SDE.check_time(1.5)),
+    ("paths", "GaussianPath(1 + t, t)", lambda: sd.GaussianPath(lambda t: 1 + t, lambda t: t)),
+    ("paths", "rectified_flow(shift=0)", lambda: sd.rectified_flow(shift=0)),
+    ("adapters", "score_from_flow(net, 'rf')", lambda: sd.score_from_flow(lambda x, t: x, "rf")),
     ("adapters", "Score(net, sde, 'noise')", lambda: sd.Score(lambda x, t: x, SDE, "noise")),
     (
         "adapters",

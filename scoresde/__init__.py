@@ -9,11 +9,13 @@ from scoresde.core.adapters import (
     eps_from_score,
     scaled_time,
     score_from_eps,
+    score_from_flow,
     score_from_v,
     score_from_x0,
     x0_from_score,
 )
 from scoresde.core.brownian_memory import BrownianMemory
+from scoresde.core.gaussian_path import GaussianPath, cosine_path, rectified_flow, shifted
 from scoresde.core.grids import make_time_grid
 from scoresde.core.guidance import ClassifierFreeGuidance, guidance_interval
 from scoresde.core.noise import BrownianNoise, GaussianNoise
@@ -23,10 +25,13 @@ from scoresde.core.schedules import (
     LinearSchedule,
     LogAlphaBarSchedule,
     NoiseSchedule,
+    rescale_zero_terminal_snr,
 )
 from scoresde.core.sde import SDE, VESDE, VPSDE, SubVPSDE
 from scoresde.core.x0_correction import clip_x0, dynamic_threshold
 from scoresde.evaluation import compare, metrics, targets
+from scoresde.evaluation.grid_search import tune_grid
+from scoresde.evaluation.tuned_grid import TunedGrid
 from scoresde.likelihood import (
     LikelihoodResult,
     bits_per_dim,
@@ -40,6 +45,8 @@ from scoresde.models.check import ModelCheck, ModelCheckWarning, check_model
 from scoresde.models.interop import (
     from_diffusers,
     from_k_diffusion,
+    time_grid_from_flow_sigmas,
+    time_grid_from_scheduler,
     time_grid_from_sigmas,
     time_grid_from_timesteps,
 )
@@ -57,6 +64,7 @@ __all__ = [
     "CosineSchedule",
     "DiscreteSchedule",
     "GaussianNoise",
+    "GaussianPath",
     "LikelihoodResult",
     "LinearSchedule",
     "LogAlphaBarSchedule",
@@ -68,11 +76,13 @@ __all__ = [
     "Score",
     "Solution",
     "SubVPSDE",
+    "TunedGrid",
     "bits_per_dim",
     "check_model",
     "clip_x0",
     "compare",
     "continuous_time",
+    "cosine_path",
     "ddpm",
     "decode",
     "dequantize",
@@ -90,15 +100,22 @@ __all__ = [
     "make_time_grid",
     "metrics",
     "ode",
+    "rectified_flow",
+    "rescale_zero_terminal_snr",
     "sample",
     "scaled_time",
     "schedules",
     "score_from_eps",
+    "score_from_flow",
     "score_from_v",
     "score_from_x0",
+    "shifted",
     "solvers",
     "targets",
+    "time_grid_from_flow_sigmas",
+    "time_grid_from_scheduler",
     "time_grid_from_sigmas",
     "time_grid_from_timesteps",
+    "tune_grid",
     "x0_from_score",
 ]

@@ -22,6 +22,11 @@ from scoresde.core.noise import NoiseSource, make_noise
 from scoresde.core.sde import SDE
 from scoresde.solvers import registry
 from scoresde.solvers.base import NonFiniteSampleError, Run, Solver, StepCallback
+from scoresde.solvers.zero_terminal import (
+    ZeroTerminalStart,
+    check_zero_terminal_model,
+    is_zero_terminal,
+)
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 DEFAULT_STEPS = 1000
@@ -70,6 +75,11 @@ class _CountedScore:
         self.count += 1
         return self._first_call(self.score.eps, x, t) if self.count == 1 else self.score.eps(x, t)
 
+    def x0(self, x: Tensor, t: Tensor) -> Tensor:  # only for models that predict x0 (zero SNR)
+        self.count += 1
+        out = self._first_call(self.score.x0, x, t) if self.count == 1 else self.score.x0(x, t)
+        return out if self.checked else check_output(out, x, "x0")
+
     @staticmethod
     def _first_call(fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
         """fn(x, t), naming the shapes if the network refuses its very first input (a shape
@@ -99,7 +109,9 @@ class _CountedScore:
         return call
 
 
-def _default_eps(sde: SDE) -> float:
+def default_eps(sde: SDE) -> float:
+    """``sample``'s default smallest evaluation time: 1/N for a ``DiscreteSchedule`` of N
+    steps (DDPM's first timestep), else 1e-3."""
     schedule = getattr(sde, "schedule", None)
     n = getattr(schedule, "num_timesteps", None)
     return 1.0 / n if n else 1e-3
@@ -162,7 +174,10 @@ def sample(
 
     Args:
         score: s(x, t) with x (B, ...) and t a (B,) tensor on x's device and dtype.
-        sde: the forward SDE (``VPSDE``, ``SubVPSDE``, ``VESDE``).
+        sde: the forward SDE (``VPSDE``, ``SubVPSDE``, ``VESDE``, any ``GaussianPath``). On a
+            path with m(T) = 0 (zero terminal SNR) the first step is the limit step of
+            ``scoresde.solvers.zero_terminal`` (one evaluation), which needs the model's x0
+            prediction at T.
         shape: (B, ...) of the samples; the start x_T is drawn from the prior. Or give ``x_T``.
         solver: a name from ``scoresde.solvers.available()`` or a configured solver object.
         steps: N, the number of solver steps (N + 1 grid points, see ``scoresde.core.grids``).
@@ -207,9 +222,14 @@ def sample(
     solver = registry.get(solver)
     generator = check_generator("generator", generator)
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an SDE (VPSDE, SubVPSDE, VESDE), got {type(sde).__name__}")
+        raise TypeError(
+            f"sde must be an SDE (VPSDE, SubVPSDE, VESDE, a GaussianPath), got {type(sde).__name__}"
+        )
     if not callable(score):
         raise TypeError("score must be callable as score(x, t)")
+    if is_zero_terminal(sde):  # m(T) = 0: every solver starts with the limit step
+        check_zero_terminal_model(score)
+        solver = ZeroTerminalStart(solver)
     if x_T is not None:
         if shape is not None and tuple(shape) != tuple(x_T.shape):
             raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape = {tuple(shape)}")
@@ -225,7 +245,7 @@ def sample(
         else (torch.device(generator.device) if generator is not None else torch.device("cpu"))
     )
     dtype = check_sampling_dtype(dtype or torch.float32)
-    eps = _default_eps(sde) if eps is None else eps
+    eps = default_eps(sde) if eps is None else eps
     if nfe is not None:
         steps = _steps_for_nfe(solver, nfe, steps, time_grid)
     if steps is None and not isinstance(time_grid, Tensor):

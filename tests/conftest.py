@@ -1,6 +1,7 @@
-"""Fixtures shared by the whole suite: the SDE list, the adaptive solvers, the noise floors of
-the analytic targets, and the tiny UNet and noise of the interop and parity tests (each
-computed once per session).
+"""Fixtures shared by the whole suite: the SDE list, the adaptive solvers, the closed-form
+score of Gaussian data, the noise floors of the analytic targets, and the tiny UNet and noise
+of the interop and parity tests (each computed once per session). The mixtures' own exact
+scores come from ``GaussianMixture.exact_score(sde)``.
 
 The tests in tests/solvers/ and tests/parity/ import the plain modules of tests/ by name
 (``from conftest import ADAPTIVE``, ``from reference_samplers import tiny_unet``): pytest's
@@ -8,6 +9,7 @@ default "prepend" import mode puts this folder on sys.path when it loads this fi
 line below says so explicitly.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,9 +19,15 @@ import torch
 
 import scoresde as sd
 from scoresde import metrics
-from scoresde.evaluation.targets import mixture_2d, mixture_8d
+from scoresde.evaluation.targets import TARGETS
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Under pytest-xdist (the README's command runs one worker per core) each worker computes with
+# one thread: two workers with torch's default two threads each would share two cores and
+# thrash. Tests that spawn processes set OMP_NUM_THREADS=1 for them likewise.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +52,30 @@ def any_sde(request):
 
 # solvers whose cost is not planned (they take tolerances, not steps), from their own flag
 ADAPTIVE = frozenset(n for n in sd.solvers.available() if sd.solvers.get(n).adaptive)
-MIXTURES = {"gmm2d": mixture_2d, "gmm8d": mixture_8d}
+
+V = 0.5  # variance of the Gaussian data N(0, V I) of the closed-form tests
+
+
+def gaussian_score(sde, var=V):
+    """Exact score of p_t for data N(0, var I), p_t = N(0, (m^2 var + s^2) I):
+    -x / (m^2 var + s^2)."""
+
+    def score(x, t):
+        m, s = sde.marginal(t)
+        return -x / (m * m * var + s * s).reshape(-1, *([1] * (x.dim() - 1)))
+
+    return score
+
+
+def gaussian(sde, var=V):
+    """(score, v): the exact score for data N(0, var I) and v(t) = m_t^2 var + s_t^2 (a float,
+    for a float t)."""
+
+    def v(t):
+        m, s = sde.marginal(torch.tensor(t, dtype=torch.float64))
+        return float(m * m * var + s * s)
+
+    return gaussian_score(sde, var), v
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +89,7 @@ def noise_floor():
     def get(target: str, n: int, pairs: int, stat: str):
         key = (target, n, pairs, stat)
         if key not in cache:
-            g = MIXTURES[target]()
+            g = TARGETS[target]()
             ref = g.sample(n, torch.Generator().manual_seed(101))
             draws = [g.sample(n, torch.Generator().manual_seed(200 + i)) for i in range(pairs)]
             values = [metrics.sliced_wasserstein(p, ref) for p in draws]

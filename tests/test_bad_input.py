@@ -324,7 +324,7 @@ def test_integer_options(value):
 def test_adapters():
     sde = sd.VPSDE()
     raises_naming(lambda: sd.score_from_eps(3, sde), "network", "callable")
-    raises_naming(lambda: sd.score_from_v(lambda x, t: x, sd.VESDE()), "v-prediction")
+    raises_naming(lambda: sd.score_from_v(lambda x, t: x, "vp"), "sde must be an SDE")
     raises_naming(lambda: sd.Score(lambda x, t: x, sde, "noise"), "prediction")
     score = sd.score_from_eps(lambda x, t: x, sde)
     raises_naming(lambda: score(torch.zeros(4, 2), torch.zeros(3)), "t must")

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import gaussian
 
 import scoresde as sd
 from scoresde.evaluation.targets import mixture_2d, mixture_8d
@@ -15,7 +16,7 @@ EPS = 1e-5
 def _problem(target, n=32, dtype=torch.float64, seed=0):
     sde = sd.VPSDE()
     x = target.sample(n, torch.Generator().manual_seed(seed), dtype=dtype)
-    return sde, x, (lambda x, t: target.score(x, t, sde))
+    return sde, x, target.exact_score(sde)
 
 
 def _exact_prior(target, sde):
@@ -182,16 +183,7 @@ def test_likelihood_command(capsys):
 def test_encode_and_decode_follow_the_closed_form_flow_of_gaussian_data(sde):
     """For data N(0, V I) the probability-flow ODE is linear and keeps every marginal
     N(0, v(t) I), v = m^2 V + s^2: x_T = x_eps sqrt(v(T) / v(eps)) exactly."""
-    var = 0.3
-
-    def score(x, t):
-        m, s = sde.marginal(t)
-        return -x / (m * m * var + s * s)[:, None]
-
-    def v(t):
-        m, s = sde.marginal(torch.tensor(t, dtype=torch.float64))
-        return float(m * m * var + s * s)
-
+    score, v = gaussian(sde, var=0.3)
     x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ratio = math.sqrt(v(sde.T) / v(EPS))
     z = encode(score, sde, x, rtol=1e-9, atol=1e-9, eps=EPS)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from conftest import gaussian_score
 
 from scoresde import metrics
 from scoresde.evaluation.targets import GaussianMixture
@@ -197,10 +198,7 @@ def test_coupled_error_of_ode_heun_falls_with_order_two():
     import scoresde as sd
 
     sde, var = sd.VPSDE(), 0.5
-
-    def score(x, t):
-        m, s = sde.marginal(t)
-        return -x / (m * m * var + s * s)[:, None]
+    score = gaussian_score(sde, var)
 
     x_T = sde.prior_sample((512, 2), generator=torch.Generator().manual_seed(0)).double()
     ref = sd.sample(score, sde, x_T=x_T, solver=sd.solvers.get("ode_dopri5", rtol=1e-11,
@@ -236,10 +234,7 @@ def test_coupled_error_ranks_euler_below_heun_on_every_seed():
     import scoresde as sd
 
     sde, var = sd.VPSDE(), 0.5
-
-    def score(x, t):
-        m, s = sde.marginal(t)
-        return -x / (m * m * var + s * s)[:, None]
+    score = gaussian_score(sde, var)
 
     def v(t):
         m, s = sde.marginal(torch.tensor(t, dtype=torch.float64))

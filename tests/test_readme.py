@@ -18,3 +18,16 @@ def test_readme_python_block_runs(index, capsys):
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})
     if index == 0:
         assert capsys.readouterr().out.strip() == "10 torch.Size([16, 1, 8, 8])"
+
+
+PATHS_DOC = Path(__file__).parents[1] / "docs" / "paths.md"
+
+
+def test_the_paths_page_runs_in_order(capsys):
+    # its blocks build on each other (the second uses the first's paths)
+    namespace: dict = {}
+    blocks = re.findall(r"```python\n(.*?)```", PATHS_DOC.read_text(), flags=re.S)
+    assert len(blocks) == 2
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/paths.md python block {i}", "exec"), namespace)
+    assert capsys.readouterr().out.splitlines()[-1] == "20 True"

@@ -3,9 +3,9 @@ import math
 
 import pytest
 import torch
+from conftest import ALL_SDES
 
 import scoresde as sd
-from tests.conftest import ALL_SDES
 
 N_PATHS = 40_000
 N_STEPS = 4000

@@ -63,12 +63,13 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_schedule(parser: argparse.ArgumentParser) -> None:
+def _add_schedule(parser: argparse.ArgumentParser, default: str | None = "linear") -> None:
     parser.add_argument(
         "--schedule",
-        default="linear",
+        default=default,
         choices=sorted(cmp.SCHEDULES),
-        help="noise schedule of the VP SDE on analytic targets (default %(default)s)",
+        help="noise schedule of the VP SDE on analytic targets (default linear); not with "
+        "--model, which has its own",
     )
 
 
@@ -94,7 +95,16 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated score-evaluation budgets (default "
         f"{','.join(map(str, defaults.DEFAULT_BUDGETS))}; --model digits: 10,20,50,100)",
     )
-    _add_schedule(c)
+    _add_schedule(c, default=None)
+    c.add_argument(
+        "--path",
+        type=_csv(str),
+        default=None,
+        help="comma-separated Gaussian paths for the analytic targets, instead of --schedule: "
+        f"{', '.join(cmp.PATHS)}, each with an optional :shift=a for rectified-flow and cosine "
+        "(e.g. rectified-flow:shift=3); every solver runs on every path from the same data "
+        "(default: the VP SDE of --schedule)",
+    )
     c.add_argument(
         "--time-grid",
         default="uniform",
@@ -235,7 +245,10 @@ def _parser() -> argparse.ArgumentParser:
         "--model", required=True, help="digits or module:callable (see scoresde.models)"
     )
     gen.add_argument(
-        "--solver", default="dpm_solver++", help="a solver name (see compare; default %(default)s)"
+        "--solver",
+        default="dpm_solver++",
+        help="a solver spec as compare takes it, name[:key=value...][:grid=RULE|:grid=file:PATH]"
+        "; a grid file from scoresde tune also sets the steps (default %(default)s)",
     )
     gen.add_argument("--steps", type=int, default=20, help="solver steps (default %(default)s)")
     gen.add_argument(
@@ -285,6 +298,37 @@ def _parser() -> argparse.ArgumentParser:
         "--no-model-check",
         action="store_true",
         help="skip the adapter sanity check (scoresde.check_model; default: run)",
+    )
+    tu = sub.add_parser(
+        "tune", help="tune a time grid for one solver and budget on your model (grid file)"
+    )
+    tu.add_argument("--model", required=True, help="digits or module:callable")
+    tu.add_argument(
+        "--solver", required=True, help="a deterministic solver spec, e.g. unipc or dpm_solver++"
+    )
+    tu.add_argument("--nfe", type=int, required=True, help="the budget of score evaluations")
+    tu.add_argument(
+        "--out", default="grid.json", help="the grid file to write (default %(default)s)"
+    )
+    tu.add_argument("--seed", type=int, default=0, help="x_T of all runs (default %(default)s)")
+    tu.add_argument(
+        "--samples", type=int, default=128, help="training starts x_T (default %(default)s)"
+    )
+    tu.add_argument(
+        "--held-out",
+        type=int,
+        default=512,
+        help="held-out starts the table is measured on (default %(default)s)",
+    )
+    tu.add_argument(
+        "--max-evaluations",
+        type=int,
+        default=150,
+        help="solver runs the optimiser may spend (default %(default)s)",
+    )
+    tu.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
+    tu.add_argument(
+        "--no-progress", action="store_true", help="no progress bar on stderr (default: shown)"
     )
     return p
 
@@ -407,6 +451,7 @@ def _compare(args: argparse.Namespace) -> int:
             solvers=args.solvers,
             nfe=args.nfe,
             schedule=args.schedule,
+            path=args.path,
             time_grid=args.time_grid,
             samples=args.samples,
             replicates=args.replicates,
@@ -445,6 +490,27 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from scoresde.commands.tune_report import tune_report
+
+    _check_device(args.device)
+    print(
+        tune_report(
+            args.model,
+            args.solver,
+            args.nfe,
+            out=args.out,
+            seed=args.seed,
+            samples=args.samples,
+            held_out=args.held_out,
+            max_evaluations=args.max_evaluations,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    )
+    return 0
+
+
 def _schedules(args: argparse.Namespace) -> int:
     from scoresde.commands.schedule_report import schedule_report
 
@@ -468,6 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "generate": _generate,
             "likelihood": _likelihood,
             "schedules": _schedules,
+            "tune": _tune,
         }
         with warnings.catch_warnings():
             warnings.showwarning = _print_warning

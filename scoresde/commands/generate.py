@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import platform
 import sys
 import time
@@ -45,8 +44,10 @@ from scoresde.core.checks import (
 )
 from scoresde.core.indexed_noise import IndexedNoise
 from scoresde.core.output_dir import atomic_write, check_output_dir
+from scoresde.evaluation.specs import SolverSpec
 from scoresde.models import ModelSpec
 from scoresde.models.check import check_model as run_model_check
+from scoresde.models.fingerprint import model_fingerprint
 from scoresde.sample import sample
 from scoresde.solvers import registry
 from scoresde.solvers.base import Solver
@@ -92,36 +93,6 @@ def load_shard(path: Path, start: int, stop: int, shape: tuple[int, ...]) -> np.
     if not np.isfinite(samples).all():
         return None
     return samples
-
-
-def model_fingerprint(spec: ModelSpec, device: str | torch.device = "cpu") -> str:
-    """SHA-256 of what identifies the model: its output on a fixed probe input, plus every
-    parameter and buffer when the network is an ``nn.Module`` (or wraps one, as
-    ``interop.DiffusersNet`` does). A conditional model is probed with the conditions of
-    samples 0 and 1.
-
-    The probe is x = sin(1 + k) over the (2, *shape) elements, at t = (0.3, 0.7), in float32
-    on ``device`` (where the model runs); its output is rounded to 4 significant figures of its
-    largest entry, and that largest entry itself to 4 significant figures, so the fingerprint
-    survives the last-bit differences of another device or BLAS but not new weights nor an
-    output rescaled by a constant factor.
-    """
-    h = hashlib.sha256()
-    shape = (2, *spec.shape)
-    x = torch.sin(1.0 + torch.arange(math.prod(shape), dtype=torch.float32)).reshape(shape)
-    with torch.no_grad():
-        out = spec.probe_score(x.to(device), torch.tensor([0.3, 0.7], device=device)).double().cpu()
-    scale = float(out.abs().max()) or 1.0
-    h.update(np.round(out.numpy() / scale * 1e4).astype(np.int64).tobytes())
-    h.update(f"{scale:.3e}".encode())
-    net = getattr(spec.score, "net", None)
-    if isinstance(net, torch.nn.Module) or callable(getattr(net, "state_dict", None)):
-        for name, value in net.state_dict().items():
-            h.update(name.encode())
-            h.update(str((value.dtype, tuple(value.shape))).encode())
-            flat = value.detach().cpu().clone(memory_format=torch.contiguous_format)
-            h.update(flat.view(torch.uint8).numpy().tobytes())  # logical order, any layout
-    return h.hexdigest()
 
 
 def _manifest_checksums(out: Path) -> dict[str, str]:
@@ -221,8 +192,11 @@ def generate(
         spec: the model (``scoresde.models.load_model``).
         num: number of samples; batch_size: samples per sampler call (does not change results);
         shard_size: samples per shard file (part of the run's identity).
-        solver, steps, time_grid: as in ``sample``. Refused: ``torchsde`` (its Brownian tree
-            is not keyed by sample) and solvers that couple a batch (``pc`` with batch norms).
+        solver, steps, time_grid: as in ``sample``; ``solver`` may be a spec as ``compare``
+            takes it, ``name[:key=value...][:grid=rule | :grid=file:PATH]``, whose grid
+            overrides ``time_grid`` (a grid file also sets the steps). Refused: ``torchsde``
+            (its Brownian tree is not keyed by sample) and solvers that couple a batch
+            (``pc`` with batch norms).
         seed: with the sample index, the only source of randomness.
         check_model: run ``scoresde.check_model`` first (on rank 0), warning if the model's
             adapter looks wrong (``ModelCheckWarning``).
@@ -239,7 +213,16 @@ def generate(
             "raise shard_size"
         )
     steps = check_positive_int("steps", steps, maximum=MAX_STEPS)
-    solver_obj = registry.get(solver)
+    grid_times = None
+    if isinstance(solver, str):
+        solver_spec = SolverSpec.parse(solver)
+        solver_obj = solver_spec.build()
+        if solver_spec.grid is not None:
+            time_grid = solver_spec.grid
+        if solver_spec.times is not None:
+            grid_times, steps = solver_spec.times, solver_spec.times.numel()
+    else:
+        solver_obj = registry.get(solver)
     if solver_obj.name == "torchsde":
         raise ValueError("solver torchsde draws from a Brownian tree, not per sample; pick another")
     if solver_obj.batch_coupled:
@@ -260,7 +243,7 @@ def generate(
         "model_fingerprint": model_fingerprint(spec, device),
         "solver": solver_obj.describe(),
         "steps": steps,
-        "time_grid": time_grid,
+        "time_grid": time_grid if grid_times is None else grid_times.tolist(),
         "seed": int(seed),
         "num": num,
         "shard_size": shard_size,
@@ -297,7 +280,7 @@ def generate(
                 x_T=noise.prior(spec.sde.prior_std),
                 solver=solver_obj,
                 steps=steps,
-                time_grid=time_grid,
+                time_grid=time_grid if grid_times is None else grid_times,
                 noise=noise,
                 generator=torch.Generator(device=device).manual_seed(0),  # unused by design
                 condition=spec.condition_for(idx),  # keyed by sample index, like the noise

@@ -6,7 +6,13 @@ relations between the three usual network targets and the score of p_t:
     score(x, t) = -eps(x, t) / s(t)
     score(x, t) = (m(t) x0_hat(x, t) - x) / s(t)^2
     x0_hat      = (x + s(t)^2 score) / m(t)                       (Tweedie's denoiser)
-    v           = m(t) eps - s(t) x_0   (VP only, m^2 + s^2 = 1;  eps = s x + m v)
+    v      = m eps - s x_0:    x_0 = (m x - s v) / n,    eps = (s x + m v) / n,  n = m^2 + s^2
+    flow u = m' x_0 + s' eps:  x_0 = (s' x - s u) / D,  eps = (m u - m' x) / D,  D = m s' - s m'
+
+(v and u invert the 2x2 system [x; pred] = A [x_0; eps]; on VP m^2 + s^2 = 1 and v is the usual
+v-prediction; on the rectified-flow path m = 1 - t, s = t, u = eps - x_0 is the flow-matching
+velocity and D = 1.) Every prediction works on every path. Where m(t) = 0 (zero terminal SNR) an
+eps or score network cannot give x_0; x0, v and flow networks can.
 
 Time labels. A network trained on integer DDPM timesteps expects a label, not t. The mapping
 is always explicit and passed as ``time_label``:
@@ -34,12 +40,13 @@ import torch
 from torch import Tensor
 
 from scoresde.core.checks import broadcast_time, check_output, check_positive_int
-from scoresde.core.sde import SDE, VPSDE, SubVPSDE
+from scoresde.core.sde import SDE
 
 NetFn = Callable[[Tensor, Tensor], Tensor]
 TimeLabelFn = Callable[[Tensor], Tensor]
 
 DEFAULT_MIN_STD = 1e-5
+PREDICTIONS = ("eps", "x0", "v", "flow", "score")
 
 
 def continuous_time() -> TimeLabelFn:
@@ -95,10 +102,12 @@ class Score:
     ) -> None:
         if not callable(net):
             raise TypeError("the network must be callable as net(x, label)")
-        if prediction not in ("eps", "x0", "v", "score"):
-            raise ValueError(f"prediction must be one of eps, x0, v, score; got {prediction!r}")
-        if prediction == "v" and (not isinstance(sde, VPSDE) or isinstance(sde, SubVPSDE)):
-            raise TypeError("v-prediction is defined for the VP SDE only (m^2 + s^2 = 1)")
+        if prediction not in PREDICTIONS:
+            raise ValueError(
+                f"prediction must be one of {', '.join(PREDICTIONS)}; got {prediction!r}"
+            )
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be an SDE, got {type(sde).__name__}")
         self.net, self.sde, self.prediction = net, sde, prediction
         self.time_label = time_label if time_label is not None else continuous_time()
         self.min_std = float(min_std)
@@ -143,15 +152,29 @@ class Score:
         m, s = self.sde.marginal(t)
         return broadcast_time(m, x), broadcast_time(s.clamp_min(self.min_std), x)
 
-    def _x0_of(self, out: Tensor, x: Tensor, m: Tensor, s: Tensor) -> Tensor:
-        """x0_hat from the raw network output ``out``."""
+    def _rates(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        dm, ds = self.sde.marginal_rate(t)
+        return broadcast_time(dm, x), broadcast_time(ds, x)
+
+    def _x0_of(self, out: Tensor, x: Tensor, t: Tensor, m: Tensor, s: Tensor) -> Tensor:
+        """x0_hat from the raw network output ``out`` (module doc)."""
         if self.prediction == "x0":
             return out
         if self.prediction == "eps":
             return (x - s * out) / m
         if self.prediction == "v":
-            return m * x - s * out  # VP: x0 = m x - s v
+            return (m * x - s * out) / (m * m + s * s)
+        if self.prediction == "flow":
+            dm, ds = self._rates(x, t)
+            return (ds * x - s * out) / (m * ds - s * dm)
         return (x + s * s * out) / m
+
+    def _eps_of(self, out: Tensor, x: Tensor, t: Tensor, m: Tensor, s: Tensor) -> Tensor:
+        """eps_hat from the raw output of a v or flow network (module doc)."""
+        if self.prediction == "v":
+            return (s * x + m * out) / (m * m + s * s)
+        dm, ds = self._rates(x, t)
+        return (m * out - dm * x) / (m * ds - s * dm)
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         out = self._net(x, t)
@@ -159,13 +182,13 @@ class Score:
             return out
         m, s = self._coefs(x, t)
         if self.x0_correction is not None:
-            x0 = self.x0_correction(self._x0_of(out, x, m, s))
+            x0 = self.x0_correction(self._x0_of(out, x, t, m, s))
             return (m * x0 - x) / (s * s)
         if self.prediction == "eps":
             return out / s.neg()
         if self.prediction == "x0":
             return (m * out - x) / (s * s)
-        return -(s * x + m * out) / s  # v: eps = s x + m v
+        return self._eps_of(out, x, t, m, s) / s.neg()  # v, flow
 
     def eps(self, x: Tensor, t: Tensor) -> Tensor:
         """eps_hat(x, t) = -s(t) score(x, t)."""
@@ -177,10 +200,17 @@ class Score:
         """Tweedie's denoiser x0_hat = (x + s^2 score) / m (after the x0 correction, if any)."""
         if self.prediction == "x0" and self.x0_correction is None:
             return self._net(x, t)
-        if self.x0_correction is not None:
+        if self.prediction in ("v", "flow") or self.x0_correction is not None:
             m, s = self._coefs(x, t)
-            return self.x0_correction(self._x0_of(self._net(x, t), x, m, s))
+            x0 = self._x0_of(self._net(x, t), x, t, m, s)
+            return x0 if self.x0_correction is None else self.x0_correction(x0)
         return x0_from_score(self, self.sde, self.min_std)(x, t)
+
+    @property
+    def predicts_x0_everywhere(self) -> bool:
+        """True when x0(x, t) stays finite where m(t) = 0 (x0, v and flow networks, with or
+        without an x0 correction); an eps or score network's x0 divides by m."""
+        return self.prediction in ("x0", "v", "flow")
 
 
 def _select_rows(value: Any, index: Tensor) -> Any:
@@ -252,10 +282,19 @@ def score_from_x0(
 
 
 def score_from_v(
-    v_fn: NetFn, sde: VPSDE, time_label: TimeLabelFn | None = None, min_std: float = DEFAULT_MIN_STD
+    v_fn: NetFn, sde: SDE, time_label: TimeLabelFn | None = None, min_std: float = DEFAULT_MIN_STD
 ) -> Score:
-    """score(x, t) = -(s x + m v_fn(x, label(t))) / s  (VP: eps = s x + m v)."""
+    """score(x, t) = -eps / s with eps = (s x + m v) / (m^2 + s^2), v = v_fn(x, label(t))
+    (on VP, m^2 + s^2 = 1: eps = s x + m v)."""
     return Score(v_fn, sde, "v", time_label, min_std)
+
+
+def score_from_flow(
+    u_fn: NetFn, sde: SDE, time_label: TimeLabelFn | None = None, min_std: float = DEFAULT_MIN_STD
+) -> Score:
+    """score(x, t) = -eps / s for a velocity network u = m'(t) x_0 + s'(t) eps (flow matching;
+    u = eps - x_0 on ``rectified_flow()``): eps = (m u - m' x) / (m s' - s m')."""
+    return Score(u_fn, sde, "flow", time_label, min_std)
 
 
 def eps_from_score(

@@ -14,6 +14,12 @@ evaluation times:
     karras      sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho
                 with sigma = exp(-lambda/2) (= sqrt((1 - alpha_bar)/alpha_bar) for VP), rho = 7
 
+On a path with zero terminal SNR (m(T) = 0: lambda(T) = -inf, sigma(T) = inf) logsnr and karras
+keep t_0 = T and place t_1 .. t_(N-1) by their rule between the uniform grid's t_1 =
+T - (T - eps)/(N - 1) and eps. The first step, T -> t_1, is the zero-SNR limit step, whose
+error O(m(t_1)^2) then shrinks with N (a fixed start such as EDM's sigma_max = 80 would leave
+an error that no step count removes).
+
 A user tensor of evaluation times (strictly decreasing, inside (0, T]) is accepted as is; 0 is
 appended. With a ``DiscreteSchedule`` of N steps, ``uniform`` and eps = 1/N put the
 evaluations exactly on DDPM's timesteps i/N.
@@ -54,11 +60,27 @@ def _pin_ends(t: Tensor, sde: SDE, eps: float) -> Tensor:
     return t
 
 
+def _from_start(rule: Callable[[float, int], Tensor], sde: SDE, steps: int, eps: float) -> Tensor:
+    """rule(start, points) on [eps, start]: from T, or on a zero-SNR path T first and then
+    N - 1 points from the uniform grid's t_1 (module doc)."""
+    if float(sde.marginal(torch.tensor(sde.T, dtype=torch.float64))[0]) > 0:
+        return _pin_ends(rule(sde.T, steps), sde, eps)
+    if steps <= 2:
+        return uniform_grid(sde, steps, eps)
+    start = float(uniform_grid(sde, steps, eps)[1])
+    inner = rule(start, steps - 1)
+    inner[0] = start
+    if inner.numel() > 1:
+        inner[-1] = eps
+    return torch.cat([torch.tensor([sde.T], dtype=torch.float64), inner])
+
+
 def logsnr_grid(sde: SDE, steps: int, eps: float) -> Tensor:
-    ends = torch.tensor([sde.T, eps], dtype=torch.float64)
-    lam_t, lam_eps = sde.log_snr(ends)
-    lam = lam_t + _fraction(steps) * (lam_eps - lam_t)
-    return _pin_ends(sde.t_from_log_snr(lam), sde, eps)
+    def rule(start: float, points: int) -> Tensor:
+        lam_t, lam_eps = sde.log_snr(torch.tensor([start, eps], dtype=torch.float64))
+        return sde.t_from_log_snr(lam_t + _fraction(points) * (lam_eps - lam_t))
+
+    return _from_start(rule, sde, steps, eps)
 
 
 def karras_sigmas(
@@ -72,9 +94,11 @@ def karras_sigmas(
 
 
 def karras_grid(sde: SDE, steps: int, eps: float, rho: float = 7.0) -> Tensor:
-    ends = torch.tensor([sde.T, eps], dtype=torch.float64)
-    sig_max, sig_min = sde.sigma(ends)
-    return _pin_ends(sde.t_from_sigma(karras_sigmas(sig_max, sig_min, steps, rho)), sde, eps)
+    def rule(start: float, points: int) -> Tensor:
+        sig_max, sig_min = sde.sigma(torch.tensor([start, eps], dtype=torch.float64))
+        return sde.t_from_sigma(karras_sigmas(sig_max, sig_min, points, rho))
+
+    return _from_start(rule, sde, steps, eps)
 
 
 GRIDS: dict[str, GridRule] = {

@@ -180,7 +180,8 @@ class CosineSchedule(NoiseSchedule):
 
     def log_alpha_bar(self, t: Tensor | float) -> Tensor:
         t = as_time_tensor(t)
-        inside = self._cosine_log_alpha_bar(torch.clamp(t, max=self.t_cap))
+        # clamped at 0: at t = 0 rounding gives +3e-20, and sqrt(1 - alpha_bar) would be NaN
+        inside = self._cosine_log_alpha_bar(torch.clamp(t, max=self.t_cap)).clamp(max=0.0)
         tail = self._log_ab_cap - self.max_beta * (t - self.t_cap)
         return torch.where(t <= self.t_cap, inside, tail)
 
@@ -211,6 +212,11 @@ class DiscreteSchedule(NoiseSchedule):
     table can therefore be sampled by continuous-time solvers too; the network's integer label
     for time t is chosen by the adapter (see ``scoresde.core.adapters.TimeLabel``).
 
+    Zero terminal SNR: the last beta may be exactly 1 (a table rescaled by
+    ``rescale_zero_terminal_snr``, Lin et al. 2024), so alpha_bar(1) = 0. log alpha_bar is then
+    -inf at t = 1, and on the last interval ((N-1)/N, 1] sqrt(alpha_bar) = m falls linearly in t
+    to 0 instead: m(t) = m_(N-1) N (1 - t), beta(t) = 2 / (1 - t).
+
     The table is kept in float64 on the CPU; evaluation moves it to t's device once per call.
     """
 
@@ -218,12 +224,20 @@ class DiscreteSchedule(NoiseSchedule):
         b = torch.as_tensor(betas, dtype=torch.float64).flatten().cpu()
         if b.numel() < 1:
             raise ValueError("betas must contain at least one value")
-        if not bool(torch.all((b > 0) & (b < 1))):
-            bad = b[~((b > 0) & (b < 1))][0].item()
-            raise ValueError(f"betas must lie in (0, 1) (exclusive), got {bad!r}")
+        inside = (b > 0) & (b < 1)
+        inside[-1] = inside[-1] | ((b[-1] == 1) & (b.numel() > 1))  # zero terminal SNR
+        if not bool(torch.all(inside)):
+            bad = b[~inside][0].item()
+            raise ValueError(
+                f"betas must lie in (0, 1) (exclusive; the last may be 1 for zero terminal "
+                f"SNR), got {bad!r}"
+            )
         self.betas = b
         self.num_timesteps = int(b.numel())
         self.alphas_cumprod = torch.cumprod(1 - b, dim=0)
+        self.zero_terminal = bool(self.alphas_cumprod[-1] == 0)
+        # m at the last finite knot (N-1)/N, for the linear-m last interval of a zero-SNR table
+        self._m_last = float(self.alphas_cumprod[-2].sqrt()) if self.zero_terminal else 0.0
         # knots t_i = i/N for i = 0..N with -log alpha_bar (increasing) at each
         self._knots_t = (
             torch.arange(self.num_timesteps + 1, dtype=torch.float64) / self.num_timesteps
@@ -263,20 +277,40 @@ class DiscreteSchedule(NoiseSchedule):
         knots_t = self._knots_t.to(device=t.device, dtype=t.dtype)
         return idx, knots_t[idx], self._slopes.to(device=t.device, dtype=t.dtype)[idx]
 
+    def _in_last(self, idx: Tensor) -> Tensor:
+        """Where the linear-m last interval of a zero-SNR table applies."""
+        return (
+            idx == self.num_timesteps - 1
+            if self.zero_terminal
+            else torch.zeros_like(idx, dtype=torch.bool)
+        )
+
     def log_alpha_bar(self, t: Tensor | float) -> Tensor:
         t = as_time_tensor(t)
         idx, t_left, slope = self._interval(t)
         nlab_left = self._knots_nlab.to(device=t.device, dtype=t.dtype)[idx]
-        return -(nlab_left + slope * (t - t_left))
+        out = -(nlab_left + slope * (t - t_left))
+        if not self.zero_terminal:
+            return out
+        last = 2 * torch.log(self._m_last * self.num_timesteps * (1 - t).clamp_min(0.0))
+        return torch.where(self._in_last(idx), last, out)
 
     def beta(self, t: Tensor | float) -> Tensor:
         t = as_time_tensor(t)
-        return self._interval(t)[2]
+        idx, _, slope = self._interval(t)
+        if not self.zero_terminal:
+            return slope
+        return torch.where(self._in_last(idx), 2 / (1 - t), slope)
 
     def t_from_log_snr(self, log_snr: Tensor | float) -> Tensor:
         log_snr = as_time_tensor(log_snr)
         nlab = torch.nn.functional.softplus(-log_snr.to(torch.float64))  # -log alpha_bar
-        return self._invert_on_knots(self._knots_nlab, self._slopes, nlab).to(log_snr.dtype)
+        t = self._invert_on_knots(self._knots_nlab, self._slopes, nlab)
+        if self.zero_terminal:  # past the last finite knot: m = exp(-nlab / 2) = m_last N (1 - t)
+            beyond = nlab > self._knots_nlab[-2].to(nlab.device)
+            last = 1 - torch.exp(-0.5 * nlab) / (self._m_last * self.num_timesteps)
+            t = torch.where(beyond, last, t).clamp(0.0, self.T)
+        return t.to(log_snr.dtype)
 
     def _invert_on_knots(self, knots: Tensor, slopes: Tensor, value: Tensor) -> Tensor:
         """The t in [0, T] where a quantity that is linear between the knots t_i = i/N, with
@@ -293,6 +327,20 @@ class DiscreteSchedule(NoiseSchedule):
 
     def __repr__(self) -> str:
         return f"DiscreteSchedule(N={self.num_timesteps})"
+
+
+def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
+    """Lin et al. 2024 (Algorithm 1): the table whose sqrt(alpha_bar) is shifted to end at 0
+    and scaled to keep its first value, sqrt(ab') = (sqrt(ab) - sqrt(ab_N)) sqrt(ab_1) /
+    (sqrt(ab_1) - sqrt(ab_N)); the betas follow from ab'_i / ab'_(i-1), and the last is 1.
+    Float64, as diffusers' ``rescale_zero_terminal_snr`` computes it."""
+    b = torch.as_tensor(betas, dtype=torch.float64).flatten()
+    root = torch.cumprod(1 - b, dim=0).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    ab = root**2
+    alphas = torch.cat([ab[:1], ab[1:] / ab[:-1]])
+    return 1 - alphas
 
 
 class LogAlphaBarSchedule(NoiseSchedule):

@@ -1,11 +1,13 @@
 """Forward SDEs with linear drift, their marginals, reverse SDE and probability-flow ODE.
 
-All three SDEs here have the form dx = a(t) x dt + g(t) dW on t in [0, T], T = 1, so the
+The three named SDEs here (and every ``GaussianPath``, in ``scoresde.core.gaussian_path``) have
+the form dx = a(t) x dt + g(t) dW on t in [0, T], T = 1, so the
 perturbation kernel is Gaussian: x_t | x_0 ~ N(m(t) x_0, s(t)^2 I). Each class gives
 
     drift(x, t)       = a(t) x
     diffusion(t)      = g(t)
     marginal(t)       = (m(t), s(t))
+    marginal_rate(t)  = (m'(t), s'(t))
     reverse_drift     = f(x, t) - g(t)^2 score(x, t)           (the reverse-time SDE, Anderson 1982)
     probability_flow_drift = f(x, t) - 1/2 g(t)^2 score(x, t)   (the probability-flow ODE)
     transition(s, t)  = (r, w): x_t | x_s ~ N(r x_s, w I), r = m(t)/m(s), w = s(t)^2 - r^2 s(s)^2
@@ -52,6 +54,15 @@ class SDE:
     def marginal(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """(m(t), s(t)): x_t | x_0 ~ N(m(t) x_0, s(t)^2 I). Shapes as t."""
         raise NotImplementedError
+
+    def marginal_rate(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """(m'(t), s'(t)), the time derivatives of the marginal coefficients. From the SDE:
+        m' = f m and d s^2/dt = 2 f s^2 + g^2, so s' = (g^2 + 2 f s^2) / (2 s) (infinite at
+        s = 0). ``GaussianPath`` gives them directly."""
+        t = as_time_tensor(t)
+        m, s = self.marginal(t)
+        f, g = self.drift_coeff(t), self.diffusion(t)
+        return f * m, (g * g + 2 * f * s * s) / (2 * s)
 
     @property
     def prior_std(self) -> float:

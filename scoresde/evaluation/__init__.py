@@ -18,6 +18,7 @@ from scoresde.evaluation.estimates import (
     welch_p_value,
 )
 from scoresde.evaluation.files import records_to_csv, records_to_json, summary, write_results
+from scoresde.evaluation.paths import PATHS, path_from_spec
 from scoresde.evaluation.record import Record
 from scoresde.evaluation.sample_grids import SampleCollector, write_sample_grids
 from scoresde.evaluation.settings import (
@@ -33,6 +34,7 @@ from scoresde.evaluation.verdicts import convergence_orders, fewest_nfe_at_floor
 __all__ = [
     "DEFAULT_BUDGETS",
     "DEFAULT_SOLVERS",
+    "PATHS",
     "SCHEDULES",
     "CompareSettings",
     "Estimate",
@@ -47,6 +49,7 @@ __all__ = [
     "format_floor_summary",
     "format_table",
     "one_sample_p_value",
+    "path_from_spec",
     "records_to_csv",
     "records_to_json",
     "run_problem",

@@ -36,6 +36,7 @@ The design (docs/findings.md shows it at work):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -47,7 +48,11 @@ from scoresde.core.checks import (
     check_sampling_dtype,
     check_seed,
 )
+from scoresde.core.grids import GRIDS
+from scoresde.core.schedules import NoiseSchedule
+from scoresde.core.sde import SDE, VPSDE
 from scoresde.evaluation.estimates import floor_test, welch_p_value
+from scoresde.evaluation.paths import path_from_spec
 from scoresde.evaluation.problem import Problem, build_problem
 from scoresde.evaluation.record import Record
 from scoresde.evaluation.runner import Runner, Scorer, seeded_generator, summarise
@@ -67,7 +72,8 @@ from scoresde.evaluation.settings import (
     names_of,
 )
 from scoresde.evaluation.specs import SolverSpec, file_budget, jobs_for, steps_for_budget
-from scoresde.models import load_model
+from scoresde.evaluation.tuned_grid import TunedGrid
+from scoresde.models import ModelSpec, load_model
 from scoresde.models.check import check_model as run_model_check
 from scoresde.solvers import registry
 from scoresde.solvers.base import Solver
@@ -78,14 +84,15 @@ def compare(
     solvers: Sequence[str] = DEFAULT_SOLVERS,
     nfe: Sequence[int] | None = None,
     *,
-    schedule: str = "linear",
-    time_grid: str = "uniform",
+    schedule: str | NoiseSchedule | None = None,
+    path: str | Sequence[str] | None = None,
+    time_grid: str | Tensor | TunedGrid = "uniform",
     samples: int | None = None,
     replicates: int | None = None,
     seed: int = 0,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
-    model: str | None = None,
+    model: str | ModelSpec | None = None,
     reference: tuple[str, int] | None = None,
     sde_reference: tuple[str, int] | None = None,
     alpha: float = ALPHA,
@@ -97,6 +104,19 @@ def compare(
 
     Args:
         targets: analytic targets (``scoresde.evaluation.targets.TARGETS``); ignored with ``model``.
+        schedule: the VP schedule of the analytic targets: a name (``SCHEDULES``; default
+            "linear") or any ``NoiseSchedule`` object. Not with ``model`` (a trained model
+            has its own schedule).
+        time_grid: the grid of solvers whose spec names none: a rule name, a tensor of N
+            evaluation times, or a ``TunedGrid`` (checked against each solver spec). With a
+            tensor or a tuned grid each solver runs once, at the N steps it holds, and
+            ``nfe`` is ignored; a spec's own ``grid=file:PATH`` does the same for one solver.
+        path: instead of ``schedule``, Gaussian paths to run every target on, from the same
+            data: a list or a comma-separated string of specs ``name[:shift=a]``
+            (``scoresde.evaluation.paths``: vp-linear, vp-cosine, rectified-flow,
+            rectified-flow:shift=3, edm, ...). Records are labelled by the path. Not with
+            ``model`` (a model has its own path). The records of a path are filed under the
+            target "<target>/<path>", e.g. "gmm2d/rectified-flow".
         solvers: solver specs ``name[:key=value...][:grid=rule]``: a list, or one string
             with specs separated by commas.
         nfe: budgets of score evaluations per sample (a two-evaluation step counts twice): a
@@ -106,8 +126,9 @@ def compare(
         samples, replicates: n samples in each of R independent replicates (R >= 2); every
             metric is reported as the replicate mean with its standard error. Default 500, 10.
         seed: x_T and the Brownian paths of all runs derive from it.
-        model: a built-in model (``scoresde.models.BUILTIN_MODELS``) or ``module:callable``
-            (see ``scoresde.models``); replaces the analytic targets. Settings left at None
+        model: a built-in model (``scoresde.models.BUILTIN_MODELS``), ``module:callable``
+            (see ``scoresde.models``) or a ``ModelSpec`` built in Python (e.g. by
+            ``from_diffusers``); replaces the analytic targets. Settings left at None
             take the model's ``compare_defaults`` first.
         reference: (solver, NFE budget) of the converged ODE reference for a user model
             (default MODEL_REFERENCE).
@@ -120,7 +141,15 @@ def compare(
         check_model: with ``model``, run ``scoresde.check_model`` before the runs, warning if
             the model's adapter looks wrong (``ModelCheckWarning``).
     """
-    model_spec = load_model(model) if model is not None else None
+    if isinstance(model, ModelSpec):
+        model_spec, model = model, "model"
+    else:
+        model_spec = load_model(model) if model is not None else None
+    if model is not None and schedule is not None:
+        raise ValueError(
+            "schedule: a trained model has its own schedule (its ModelSpec's SDE); --schedule "
+            "is for the analytic targets"
+        )
     given = {
         "nfe": nfe,
         "samples": samples,
@@ -143,7 +172,13 @@ def compare(
     reference, sde_reference = settings["reference"], settings["sde_reference"]
     budgets = check_budgets(nfe)
     targets, solvers = names_of("targets", targets), names_of("solvers", solvers)
+    paths = _paths_of(path, schedule, model)
+    schedule, grid_label, grid_times = _schedule_label(schedule), time_grid, None
+    if isinstance(time_grid, TunedGrid | Tensor):
+        grid_label, grid_times = _given_grid(time_grid, solvers)
     specs = [SolverSpec.parse(text) for text in solvers]
+    if grid_times is not None:
+        specs = [spec.with_times(grid_times, grid_label) for spec in specs]
     solver_objs = {spec: spec.build() for spec in specs}  # unknown names and options fail here
     samples = check_positive_int("samples", samples, minimum=2, maximum=10**7)
     replicates = check_positive_int("replicates", replicates, minimum=2, maximum=1000)
@@ -158,7 +193,7 @@ def compare(
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
     design = CompareSettings(
         schedule=schedule if model is None else "model",
-        time_grid=time_grid,
+        time_grid=grid_label,
         samples=samples,
         replicates=replicates,
         seed=seed,
@@ -171,11 +206,53 @@ def compare(
     if model_spec is not None and check_model:  # once the arguments are known to be good
         run_model_check(model_spec, device=dev)
     records: list[Record] = []
-    for name in [model] if model is not None else targets:
-        loaded = (name, model_spec) if model_spec is not None else None
-        problem = build_problem(name, schedule, loaded)
-        records += run_problem(problem, solver_objs, budgets, design, progress, on_samples)
+    for label, sde in paths:
+        run_design = design if label is None else replace(design, schedule=label)
+        for name in [model] if model is not None else targets:
+            loaded = (name, model_spec) if model_spec is not None else None
+            problem = build_problem(name, schedule, loaded, sde)
+            if label is not None:  # records, tables and verdicts keep the paths apart
+                problem.name = f"{name}/{label}"
+            records += run_problem(problem, solver_objs, budgets, run_design, progress, on_samples)
     return records
+
+
+def _paths_of(path: Any, schedule: Any, model: Any) -> list[tuple[str | None, SDE | None]]:
+    """[(label, sde)] of the ``path`` argument; [(None, sde)] for a schedule object's VP SDE;
+    [(None, None)] for the named schedule's (``build_problem`` makes it)."""
+    if path is None:
+        if isinstance(schedule, NoiseSchedule):
+            return [(None, VPSDE(schedule))]
+        return [(None, None)]
+    if model is not None:
+        raise ValueError("path: a model has its own path; --path is for the analytic targets")
+    if schedule is not None:
+        raise ValueError("path: give schedule or path, not both (vp-cosine is the cosine VP)")
+    return [(spec, path_from_spec(spec)) for spec in names_of("path", path)]
+
+
+def _schedule_label(schedule: Any) -> str:
+    """The schedule name records carry: the name given, a schedule object's repr, or
+    "linear" by default."""
+    if schedule is None:
+        return "linear"
+    if isinstance(schedule, NoiseSchedule):
+        return repr(schedule)
+    if not isinstance(schedule, str):
+        raise TypeError(
+            f"schedule must be a name or a NoiseSchedule, got {type(schedule).__name__}"
+        )
+    return schedule
+
+
+def _given_grid(grid: TunedGrid | Tensor, solvers: list[str]) -> tuple[str, Tensor]:
+    """(label, times) of a grid given in Python; a tuned grid must fit every solver."""
+    if isinstance(grid, TunedGrid):
+        for text in solvers:
+            grid.check_for(text)
+        return f"tuned:{grid.solver}@{grid.nfe}", grid.grid
+    times = grid.detach().to("cpu", torch.float64).flatten()
+    return f"custom({times.numel()} times)", times
 
 
 def run_problem(
@@ -203,7 +280,9 @@ def run_problem(
     shape = (replicates * n, *problem.event_shape)
     x_T = problem.sde.prior_sample(shape, generator=torch.Generator(dev).manual_seed(seed),
                                    device=dev, dtype=dtype)  # fmt: skip
-    run = Runner(problem, x_T, replicates, seed + 7_919, dev, dtype, time_grid)
+    # the references run on the compare grid when it is a rule; a given grid fits one budget
+    ref_grid = time_grid if time_grid in GRIDS else "uniform"
+    run = Runner(problem, x_T, replicates, seed + 7_919, dev, dtype, ref_grid)
     extra: dict[str, Any] = {"alpha": alpha}
     if problem.target is not None:
         ref_solver = registry.get("ode_dopri5", rtol=REFERENCE_TOL, atol=REFERENCE_TOL)
@@ -245,10 +324,13 @@ def run_problem(
     records = []
     for spec, solver in solver_objs.items():
         grid = spec.grid or time_grid
+        times = spec.times if spec.times is not None else grid
+        if solver.adaptive and spec.times is not None:
+            times = "uniform"  # an adaptive solver reads only eps from its grid
         for budget, steps, configured in jobs_for(spec, solver, budgets):
             if progress is not None:
                 progress(f"{problem.name} {spec.label} {budget or 'adaptive'}")
-            sol, x, wall = run(configured, steps, grid)
+            sol, x, wall = run(configured, steps, times)
             values = score(x, configured.pathwise_limit)
             means, ses = summarise(values)
             p, at_floor = floor_test(values, tested, alpha, two_sided, score.expected)

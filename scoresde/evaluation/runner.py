@@ -23,8 +23,9 @@ class Runner:
         self.problem, self.x_T, self.replicates = problem, x_T, replicates
         self.noise_seed, self.dev, self.dtype, self.time_grid = noise_seed, dev, dtype, time_grid
 
-    def __call__(self, solver: Solver, steps: int, grid: str | None = None, dtype=None):
-        grid, dtype = grid or self.time_grid, dtype or self.dtype
+    def __call__(self, solver: Solver, steps: int, grid: str | Tensor | None = None, dtype=None):
+        grid = grid if grid is not None else self.time_grid
+        dtype = dtype or self.dtype
         # a solver that reads batch statistics runs replicate by replicate, so that replicates
         # stay independent and each sees a batch of n, as a user's run would
         parts = self.x_T.chunk(self.replicates) if solver.batch_coupled else [self.x_T]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from torch import Tensor
 
 from scoresde.core.grids import GRIDS
 from scoresde.evaluation.settings import RK45_TOLERANCES, SDE_TOLERANCES
+from scoresde.evaluation.tuned_grid import TunedGrid
 from scoresde.solvers import registry
 from scoresde.solvers.base import Solver
 
@@ -15,32 +18,51 @@ from scoresde.solvers.base import Solver
 class SolverSpec:
     """A solver as written on the command line: ``name[:key=value[:key=value ...]]``.
 
-    ``grid=`` picks this solver's time grid (overriding compare's ``time_grid``); the other
-    keys go to the solver's constructor, values read as int, float, true/false or text. For
-    example ``dpm_solver++:order=3:grid=logsnr`` or ``edm_heun:s_churn=10:grid=karras``.
+    ``grid=`` picks this solver's time grid (overriding compare's ``time_grid``): a rule name,
+    or ``grid=file:PATH`` for a grid tuned by ``scoresde tune`` (``TunedGrid``; it must have
+    been tuned for this solver, and its length sets the steps and so the NFE). The other keys
+    go to the solver's constructor, values read as int, float, true/false or text. For
+    example ``dpm_solver++:order=3:grid=logsnr`` or ``unipc:grid=file:unipc6.json``.
     """
 
     label: str
     name: str
     options: tuple[tuple[str, Any], ...] = ()
     grid: str | None = None
+    # the evaluation times of a grid file or a grid given in Python (not part of the identity)
+    times: Tensor | None = field(default=None, compare=False, hash=False)
 
     @classmethod
     def parse(cls, text: str) -> SolverSpec:
-        name, *pairs = text.strip().split(":")
+        head, sep, path = text.strip().partition(":grid=file:")
+        name, *pairs = head.split(":")
         options: dict[str, Any] = {}
-        grid = None
+        grid, times = None, None
         for pair in pairs:
-            key, sep, value = pair.partition("=")
-            if not sep or not key:
+            key, eq, value = pair.partition("=")
+            if not eq or not key:
                 raise ValueError(f"solver option {pair!r} in {text!r} is not key=value")
             if key == "grid":
                 if value not in GRIDS:
-                    raise ValueError(f"grid={value!r} in {text!r}; known: {', '.join(GRIDS)}")
+                    raise ValueError(
+                        f"grid={value!r} in {text!r}; known: {', '.join(GRIDS)}, or file:PATH"
+                    )
                 grid = value
             else:
                 options[key] = _option_value(value)
-        return cls(text.strip(), name, tuple(options.items()), grid)
+        if sep:
+            if grid is not None or not path:
+                raise ValueError(f"solver {text!r}: give one grid=, a rule or file:PATH")
+            tuned = TunedGrid.load(path)
+            tuned.check_for(head)
+            grid, times = f"file:{path}", tuned.grid
+        return cls(text.strip(), name, tuple(options.items()), grid, times)
+
+    def with_times(self, times: Tensor, label: str) -> SolverSpec:
+        """This spec on the given evaluation times (unless it names its own grid)."""
+        if self.grid is not None:
+            return self
+        return SolverSpec(self.label, self.name, self.options, label, times)
 
     def build(self, **extra: Any) -> Solver:
         try:
@@ -79,6 +101,9 @@ def jobs_for(spec: SolverSpec, solver: Solver, budgets: list[int]) -> list[tuple
     if solver.adaptive:
         ladder = SDE_TOLERANCES if solver.stochastic else [(tol, tol) for tol in RK45_TOLERANCES]
         return [(0, 2, spec.build(rtol=r, atol=a)) for r, a in ladder]
+    if spec.times is not None:  # a given grid: its length sets the steps, whatever the budgets
+        steps = spec.times.numel()
+        return [(solver.planned_nfe(steps), steps, solver)]
     jobs = []
     for b in budgets:
         steps = steps_for_budget(solver, b)

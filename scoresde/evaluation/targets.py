@@ -151,6 +151,24 @@ class GaussianMixture:
         back = white if vecs is None else torch.einsum("bke,kde->bkd", white, vecs)
         return (-(r * back).sum(1)).reshape(x.shape)
 
+    def x0(self, x: Tensor, t: Tensor | float, sde: SDE) -> Tensor:
+        """The exact denoiser E[x_0 | x_t = x] = sum_k r_k (mu_k + m Sigma_k C_k^-1 (x - m mu_k)),
+        same shape as x. It equals Tweedie's (x + s^2 score) / m, and stays finite where
+        m(t) = 0 (zero terminal SNR: the mixture mean there)."""
+        xf = self._flat(x)
+        m, s = self._marginal(t, sde, xf)
+        logits, white = self._terms(xf, m, s)
+        r = torch.softmax(logits, dim=-1)[..., None]  # (B, K, 1)
+        _, mu, lam, vecs = self._params(xf)
+        shrink = broadcast_time(m.to(xf.dtype), xf)[..., None] * lam * white  # (B, K, d)
+        back = shrink if vecs is None else torch.einsum("bke,kde->bkd", shrink, vecs)
+        return (r * (mu + back)).sum(1).reshape(x.shape)
+
+    def exact_score(self, sde: SDE) -> ExactScore:
+        """This mixture's exact score under ``sde`` as a model: callable as score(x, t), with
+        ``eps(x, t)`` and ``x0(x, t)`` (see ``ExactScore``)."""
+        return ExactScore(self, sde)
+
     def eps(self, x: Tensor, t: Tensor | float, sde: SDE) -> Tensor:
         """The ideal noise prediction eps(x, t) = -s(t) score(x, t), same shape as x."""
         xf = self._flat(x)
@@ -185,6 +203,27 @@ class GaussianMixture:
     def __repr__(self) -> str:
         kind = "diagonal" if self.diagonal else "full"
         return f"GaussianMixture(K={self.num_components}, d={self.dim}, {kind} covariances)"
+
+
+class ExactScore:
+    """A mixture's exact score under one SDE, shaped like a model: ``score(x, t)``, plus the
+    ideal ``eps(x, t)`` and denoiser ``x0(x, t)`` that solvers may ask for (the denoiser is
+    the one prediction that stays finite where m(t) = 0)."""
+
+    def __init__(self, mixture: GaussianMixture, sde: SDE) -> None:
+        self.mixture, self.sde = mixture, sde
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.mixture.score(x, t, self.sde)
+
+    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.mixture.eps(x, t, self.sde)
+
+    def x0(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.mixture.x0(x, t, self.sde)
+
+    def __repr__(self) -> str:
+        return f"ExactScore({self.mixture!r}, {self.sde!r})"
 
 
 def mixture_2d() -> GaussianMixture:

@@ -75,7 +75,8 @@ class ModelCheck:
 ADVICE = (
     "check the adapter: the time label the network was trained with (e.g. "
     "time_label=scaled_time(1000) for a network trained on DDPM timesteps 0..999), the "
-    "prediction type (eps, x0, v or score: score_from_eps / score_from_x0 / score_from_v, or "
+    "prediction type (eps, x0, v, flow or score: score_from_eps / score_from_x0 / score_from_v / "
+    "score_from_flow, or "
     "the score itself) and the SDE/schedule"
 )
 

@@ -56,16 +56,81 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scoresde.core.adapters import Score, discrete_index
-from scoresde.core.checks import as_time_tensor
-from scoresde.core.schedules import DiscreteSchedule
+from scoresde.core.adapters import Score, continuous_time, discrete_index
+from scoresde.core.checks import as_time_tensor, broadcast_time
+from scoresde.core.gaussian_path import rectified_flow
+from scoresde.core.schedules import DiscreteSchedule, rescale_zero_terminal_snr
 from scoresde.core.sde import SDE, VESDE, VPSDE
 from scoresde.core.x0_correction import clip_x0, dynamic_threshold
 from scoresde.models import ModelSpec
 
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+# DPMSolverMultistep / UniPC with use_flow_sigmas: diffusers' v formula there, x0 = (1 - sigma)
+# x - sigma v, is not the v of the rectified-flow path, so v_prediction is refused
+FLOW_SIGMA_PREDICTION_TYPES = {"flow_prediction": "flow", "epsilon": "eps", "sample": "x0"}
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+# Schedulers whose model is a DDPM-table network (eps / x0 / v on a beta table, integer or
+# interpolated timestep labels): the config's table, target, clipping and zero-SNR rescaling
+# are all the model needs; the rest of their config (solver order, spacing, final sigma,
+# Karras sigmas, eta ...) chooses the sampler and the grid, which are ours to choose.
+DDPM_SCHEDULERS = frozenset(
+    {
+        "DDPMScheduler",
+        "DDIMScheduler",
+        "DDPMParallelScheduler",
+        "DDIMParallelScheduler",
+        "DEISMultistepScheduler",
+        "DPMSolverMultistepScheduler",
+        "DPMSolverSinglestepScheduler",
+        "DPMSolverSDEScheduler",
+        "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "HeunDiscreteScheduler",
+        "KDPM2DiscreteScheduler",
+        "KDPM2AncestralDiscreteScheduler",
+        "LMSDiscreteScheduler",
+        "PNDMScheduler",
+        "UniPCMultistepScheduler",
+    }
+)
+# Flow-matching schedulers: a velocity network on the rectified-flow path sigma in [0, 1]
+FLOW_MATCH_SCHEDULERS = frozenset(
+    {"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"}
+)
+# DDPM-type schedulers whose use_flow_sigmas / flow_shift put the model on rectified flow
+FLOW_SIGMA_SCHEDULERS = frozenset({"DPMSolverMultistepScheduler", "UniPCMultistepScheduler"})
+# Keys of schedulers from_diffusers does not take, which mark a config without _class_name
+# (diffusers' ``scheduler.config`` has none) as not a DDPM-table config: FlowMatch keys (pass
+# the scheduler or name its class), and keys that change the table or the model's output
+# elsewhere (CogVideoX's SNR shift, LCM/TCD's consistency parametrisation, EDM, Wuerstchen).
+FOREIGN_KEYS = {
+    "shift": "FlowMatch",
+    "invert_sigmas": "FlowMatch",
+    "shift_terminal": "FlowMatch",
+    "stochastic_sampling": "FlowMatch",
+    "snr_shift_scale": "CogVideoX",
+    "timestep_scaling": "LCM/TCD",
+    "original_inference_steps": "LCM/TCD",
+    "sigma_data": "EDM/consistency-model",
+    "sigma_schedule": "EDM",
+    "scaler": "Wuerstchen",
+}
+# Config values that change the model's maths (its output, labels or sigma interpolation) in
+# ways from_diffusers does not follow: refused by key and value, with the reason.
+REFUSED_VALUES: dict[str, tuple[tuple[Any, ...], str]] = {
+    "variance_type": (
+        ("learned", "learned_range"),
+        "the network also outputs a variance (extra channels); only its mean part is a "
+        "prediction here",
+    ),
+    "timestep_type": (
+        ("continuous",),
+        "the network is called with 0.25 log sigma, not the DDPM timestep",
+    ),
+}
+TIME_SHIFT_TYPES = ("exponential", "linear")
 
 
 def _config(scheduler_or_config: Any) -> Mapping[str, Any]:
@@ -78,31 +143,106 @@ def _config(scheduler_or_config: Any) -> Mapping[str, Any]:
     return config
 
 
-def schedule_from_config(scheduler_or_config: Any) -> DiscreteSchedule:
-    """The ``DiscreteSchedule`` of a diffusers scheduler config (see the module doc)."""
+def scheduler_class(scheduler_or_config: Any) -> str | None:
+    """The scheduler's class name: the object's type, else the config's ``_class_name``
+    (None for a plain dict without one, read as a DDPM-table config)."""
+    if not isinstance(scheduler_or_config, Mapping) and hasattr(scheduler_or_config, "config"):
+        return type(scheduler_or_config).__name__
+    name = _config(scheduler_or_config).get("_class_name")
+    return None if name is None else str(name)
+
+
+def is_flow_config(scheduler_or_config: Any) -> bool:
+    """True for a flow-matching model: a FlowMatch scheduler, or DPMSolverMultistep / UniPC
+    with ``use_flow_sigmas=True`` (checked: unknown schedulers and keys raise)."""
     config = _config(scheduler_or_config)
+    cls = check_scheduler_config(config, scheduler_class(scheduler_or_config))
+    return cls in FLOW_MATCH_SCHEDULERS or bool(config.get("use_flow_sigmas", False))
+
+
+def check_scheduler_config(config: Mapping[str, Any], cls: str | None) -> str | None:
+    """Raise a ValueError naming the scheduler class or config key that from_diffusers does
+    not understand (see ``REFUSED_VALUES`` and the module doc); return the class name."""
+    if cls is not None and cls not in DDPM_SCHEDULERS | FLOW_MATCH_SCHEDULERS:
+        raise ValueError(
+            f"scheduler {cls!r} is not supported by from_diffusers; known: "
+            f"{', '.join(sorted(DDPM_SCHEDULERS | FLOW_MATCH_SCHEDULERS))}"
+        )
+    if cls is None:
+        foreign = [k for k in FOREIGN_KEYS if config.get(k) not in (None, False)]
+        if foreign:
+            raise ValueError(
+                f"config key {foreign[0]!r} belongs to a {FOREIGN_KEYS[foreign[0]]} scheduler, "
+                "and the config names no _class_name: pass the scheduler itself, or add "
+                "'_class_name' (e.g. 'FlowMatchEulerDiscreteScheduler') to the config"
+            )
+    for key, (values, why) in REFUSED_VALUES.items():
+        if config.get(key) in values:
+            raise ValueError(f"{key}={config[key]!r} is not supported: {why}")
+    if config.get("use_flow_sigmas", False) and cls not in FLOW_SIGMA_SCHEDULERS:
+        raise ValueError(
+            f"use_flow_sigmas=True is supported for {', '.join(sorted(FLOW_SIGMA_SCHEDULERS))}"
+            f", not {cls or 'a config without _class_name'}"
+        )
+    prediction = config.get("prediction_type")
+    if prediction == "flow_prediction" and not config.get("use_flow_sigmas", False):
+        raise ValueError(
+            "prediction_type 'flow_prediction' needs use_flow_sigmas=True (the model is a "
+            "velocity on the rectified-flow path, not on the beta table)"
+        )
+    if config.get("use_flow_sigmas", False) and prediction not in (
+        None,
+        *FLOW_SIGMA_PREDICTION_TYPES,
+    ):
+        raise ValueError(
+            f"prediction_type {prediction!r} with use_flow_sigmas=True is not supported; known: "
+            f"{', '.join(FLOW_SIGMA_PREDICTION_TYPES)} (diffusers' v there, (1 - sigma) x - "
+            "sigma v, is not the v of the rectified-flow path)"
+        )
+    return cls
+
+
+def schedule_from_config(scheduler_or_config: Any) -> DiscreteSchedule:
+    """The ``DiscreteSchedule`` of a diffusers scheduler config (see the module doc).
+
+    ``rescale_betas_zero_snr=True`` gives ``DiscreteSchedule(rescale_zero_terminal_snr(betas))``
+    (Lin et al. 2024: sqrt(alpha_bar) shifted to end at 0 and rescaled to keep its first value,
+    last beta = 1, alpha_bar(1) = 0). Flow-matching configs have no beta table and raise.
+    """
+    config = _config(scheduler_or_config)
+    return _table(config, check_scheduler_config(config, scheduler_class(scheduler_or_config)))
+
+
+def _table(config: Mapping[str, Any], cls: str | None) -> DiscreteSchedule:
+    """schedule_from_config on a checked config of class ``cls``."""
+    if cls in FLOW_MATCH_SCHEDULERS or config.get("use_flow_sigmas", False):
+        what = cls if cls in FLOW_MATCH_SCHEDULERS else f"{cls} with use_flow_sigmas=True"
+        raise ValueError(
+            f"{what} is a flow-matching scheduler: its model lives on the rectified-flow path, "
+            "not on a beta table; use from_diffusers (its SDE is rectified_flow(shift))"
+        )
     n = int(config.get("num_train_timesteps", 1000))
     trained = config.get("trained_betas")
-    if config.get("rescale_betas_zero_snr", False):
-        raise ValueError(
-            "rescale_betas_zero_snr=True gives alpha_bar = 0 at the last timestep (zero terminal "
-            "SNR): the VP prior N(0, I) and the eps-to-score map are singular there; not supported"
-        )
     if trained is not None:
-        return DiscreteSchedule(torch.as_tensor(np.asarray(trained), dtype=torch.float64))
-    kind = config.get("beta_schedule", "linear")
-    start = float(config.get("beta_start", 0.0001))
-    end = float(config.get("beta_end", 0.02))
-    if kind == "linear":
-        return DiscreteSchedule.linear(n, start, end)
-    if kind == "scaled_linear":
-        return DiscreteSchedule.scaled_linear(n, start, end)
-    if kind == "squaredcos_cap_v2":
-        return DiscreteSchedule.cosine(n)
-    raise ValueError(
-        f"beta_schedule {kind!r} is not supported; known: {', '.join(BETA_SCHEDULES)} "
-        "(or pass trained_betas)"
-    )
+        table = DiscreteSchedule(torch.as_tensor(np.asarray(trained), dtype=torch.float64))
+    else:
+        kind = config.get("beta_schedule", "linear")
+        start = float(config.get("beta_start", 0.0001))
+        end = float(config.get("beta_end", 0.02))
+        if kind == "linear":
+            table = DiscreteSchedule.linear(n, start, end)
+        elif kind == "scaled_linear":
+            table = DiscreteSchedule.scaled_linear(n, start, end)
+        elif kind == "squaredcos_cap_v2":
+            table = DiscreteSchedule.cosine(n)
+        else:
+            raise ValueError(
+                f"beta_schedule {kind!r} is not supported; known: {', '.join(BETA_SCHEDULES)} "
+                "(or pass trained_betas)"
+            )
+    if config.get("rescale_betas_zero_snr", False):
+        return DiscreteSchedule(rescale_zero_terminal_snr(table.betas))
+    return table
 
 
 class InterpolatedDiscreteSchedule(DiscreteSchedule):
@@ -236,6 +376,109 @@ class DiffusersNet:
         return sd() if callable(sd) else {}
 
 
+class FlowTimestep:
+    """The label diffusers gives a flow model at time t: N s(t), its flow sigma s(t) times
+    ``num_train_timesteps`` (FlowMatch schedulers pass it unrounded, float); with
+    ``inverted`` N (1 - s(t)) (FlowMatch's ``invert_sigmas``); with ``integer``
+    floor(N s(t)) as int64 (DPMSolverMultistep / UniPC with flow sigmas cast their float
+    timesteps sigma N to int64, which truncates)."""
+
+    def __init__(
+        self, sde: SDE, num_train_timesteps: int, *, inverted: bool = False, integer: bool = False
+    ) -> None:
+        self.sde, self.n = sde, int(num_train_timesteps)
+        self.inverted, self.integer = bool(inverted), bool(integer)
+
+    def __call__(self, t: Tensor) -> Tensor:
+        sigma = self.sde.marginal(t)[1]
+        tau = self.n * (1 - sigma if self.inverted else sigma)
+        return torch.floor(tau).long() if self.integer else tau
+
+
+class FlowMatchNet:
+    """A diffusers flow model as a network of our time t: net(x, t) = c(t) model(x, label(t)).
+
+    diffusers' flow models predict the velocity per unit flow sigma, u = dx/dsigma =
+    eps - x0 (on m = 1 - s, dm/ds = -1), whatever the shift. ``score_from_flow`` reads a
+    velocity per unit t, m'(t) x0 + s'(t) eps = s'(t) (eps - x0), so a velocity output is
+    scaled by c(t) = s'(t) (the shift's d sigma / dt; 1 on the unshifted path), negated under
+    ``invert_sigmas`` (whose models predict x0 - eps); eps and x0 outputs pass as they are
+    (c = 1). The label is ``FlowTimestep``'s, diffusers' timestep for sigma = s(t).
+    """
+
+    def __init__(
+        self, model: Callable[..., Any], label: FlowTimestep, *, velocity: bool = True
+    ) -> None:
+        self.model, self.label, self.velocity = model, label, bool(velocity)
+
+    def __call__(self, x: Tensor, t: Tensor, **condition: Any) -> Tensor:
+        out = self.model(x, self.label(t), **condition)
+        out = out.sample if hasattr(out, "sample") and not isinstance(out, Tensor) else out
+        if not self.velocity:
+            return out
+        rate = self.label.sde.marginal_rate(t)[1]
+        return broadcast_time(-rate if self.label.inverted else rate, out) * out
+
+    def state_dict(self) -> dict[str, Tensor]:  # for generate's model fingerprint
+        sd = getattr(self.model, "state_dict", None)
+        return sd() if callable(sd) else {}
+
+
+def flow_shift_from_config(scheduler_or_config: Any, mu: float | None = None) -> float:
+    """The shift a of a flow config's path rectified_flow(a) (sigma' = a sigma / (1 + (a - 1)
+    sigma)): FlowMatch's ``shift``, DPMSolverMultistep / UniPC's ``flow_shift``; with
+    ``use_dynamic_shifting`` the ``mu`` of set_timesteps(mu=...), required: a = e^mu
+    (time_shift_type "exponential") or a = mu ("linear")."""
+    return _flow_shift(_config(scheduler_or_config), scheduler_class(scheduler_or_config), mu)
+
+
+def _flow_shift(config: Mapping[str, Any], cls: str | None, mu: float | None) -> float:
+    if not config.get("use_dynamic_shifting", False):
+        if mu is not None:
+            raise ValueError("mu is used only with use_dynamic_shifting=True; this config has none")
+        key = "shift" if cls in FLOW_MATCH_SCHEDULERS else "flow_shift"
+        return float(config.get(key, 1.0))
+    if mu is None:
+        raise ValueError(
+            "mu: this config has use_dynamic_shifting=True, whose shift is set per call by "
+            "set_timesteps(mu=...); pass the same mu to from_diffusers(..., mu=mu)"
+        )
+    kind = config.get("time_shift_type", "exponential")
+    if kind not in TIME_SHIFT_TYPES:
+        raise ValueError(
+            f"time_shift_type {kind!r} is not supported; known: {', '.join(TIME_SHIFT_TYPES)}"
+        )
+    if kind == "linear":
+        if not float(mu) > 0:
+            raise ValueError(f"mu must be > 0 with time_shift_type='linear' (shift = mu), got {mu}")
+        return float(mu)
+    return math.exp(float(mu))
+
+
+def _flow_spec(
+    model: Callable[..., Any],
+    config: Mapping[str, Any],
+    cls: str | None,
+    shape: tuple[int, ...],
+    apply_x0_correction: bool,
+    mu: float | None,
+) -> ModelSpec:
+    """from_diffusers for a flow-matching config (see ``from_diffusers``)."""
+    sde = rectified_flow(_flow_shift(config, cls, mu))
+    n = int(config.get("num_train_timesteps", 1000))
+    inverted = cls in FLOW_MATCH_SCHEDULERS and bool(config.get("invert_sigmas", False))
+    if cls in FLOW_MATCH_SCHEDULERS:
+        prediction = "flow"
+    else:
+        prediction = FLOW_SIGMA_PREDICTION_TYPES[config.get("prediction_type", "epsilon")]
+    label = FlowTimestep(sde, n, inverted=inverted, integer=cls in FLOW_SIGMA_SCHEDULERS)
+    net = FlowMatchNet(DiffusersNet(model), label, velocity=prediction == "flow")
+    score = Score(net, sde, prediction, continuous_time())
+    if apply_x0_correction:
+        score = score.with_x0_correction(x0_correction_from_config(config))
+    return ModelSpec(score, sde, shape)
+
+
 def from_diffusers(
     model: Callable[..., Any],
     scheduler_or_config: Any,
@@ -243,6 +486,7 @@ def from_diffusers(
     shape: tuple[int, ...] | None = None,
     apply_x0_correction: bool = True,
     fractional_timesteps: bool = False,
+    mu: float | None = None,
 ) -> ModelSpec:
     """A ``ModelSpec`` (score, VP SDE on the scheduler's table, sample shape) for a diffusers
     model and its scheduler (or the scheduler's config dict).
@@ -259,18 +503,61 @@ def from_diffusers(
     label is the unrounded tau = N t - 1 (float, ``fractional_timestep``). Build grids with
     ``time_grid_from_timesteps(scheduler.timesteps, N, fractional_timesteps=True)``. At
     integer timesteps both settings give the same alpha_bar and label.
+
+    Zero terminal SNR. With ``rescale_betas_zero_snr=True`` the table ends at alpha_bar = 0;
+    x0 there needs a v- or x0-network (Lin et al. 2024), so an eps-network is refused. Start
+    at timestep N - 1 with ``timestep_spacing="trailing"``; ``sample`` takes the limit step
+    from m = 0.
+
+    Flow matching. A FlowMatchEuler/FlowMatchHeun scheduler, or DPMSolverMultistep / UniPC
+    with ``use_flow_sigmas=True``, gives a flow model: the SDE is ``rectified_flow(shift)``
+    (x_t = (1 - sigma) x0 + sigma eps with sigma = s(t) = a t / (1 + (a - 1) t), a = the
+    config's ``shift`` / ``flow_shift``, or with ``use_dynamic_shifting`` e^mu from ``mu``,
+    which is then required), the network's output is the velocity u = eps - x0
+    (``score_from_flow``; DPMSolver/UniPC: their ``prediction_type``) and its label is
+    diffusers' timestep sigma N (``FlowTimestep``); ``FlowMatchNet`` wraps the network as a
+    function of our t (the velocity scaled by d sigma/dt). ``invert_sigmas`` (sigma 0 = noise,
+    1 = data) labels with (1 - sigma) N and negates the output. Grid-only keys (``shift_terminal``,
+    Karras/exponential/beta sigmas, ``stochastic_sampling``) change where and how diffusers
+    steps, not the model: take the grid with ``time_grid_from_scheduler``.
+
+    Raises a ValueError naming the scheduler class or key for a config it does not understand
+    (``check_scheduler_config``).
     """
     if not callable(model):
         raise TypeError("model must be callable as model(x, timesteps, **condition)")
     config = _config(scheduler_or_config)
+    cls = check_scheduler_config(config, scheduler_class(scheduler_or_config))
+    if not isinstance(fractional_timesteps, bool):
+        raise TypeError(f"fractional_timesteps must be True or False, got {fractional_timesteps!r}")
+    size = tuple(shape) if shape is not None else _sample_shape(model)
+    if cls in FLOW_MATCH_SCHEDULERS or config.get("use_flow_sigmas", False):
+        if fractional_timesteps:
+            raise ValueError(
+                "fractional_timesteps applies to DDPM tables; a flow model's labels are "
+                "sigma N already"
+            )
+        return _flow_spec(model, config, cls, size, apply_x0_correction, mu)
+    if mu is not None:
+        raise ValueError("mu is used only by flow-matching configs with use_dynamic_shifting")
     kind = config.get("prediction_type", "epsilon")
     if kind not in PREDICTION_TYPES:
         raise ValueError(
             f"prediction_type {kind!r} is not supported; known: {', '.join(PREDICTION_TYPES)}"
         )
-    if not isinstance(fractional_timesteps, bool):
-        raise TypeError(f"fractional_timesteps must be True or False, got {fractional_timesteps!r}")
-    schedule = schedule_from_config(config)
+    if fractional_timesteps and config.get("interpolation_type", "linear") != "linear":
+        raise ValueError(
+            f"interpolation_type={config['interpolation_type']!r} is not supported with "
+            "fractional_timesteps=True: InterpolatedDiscreteSchedule follows 'linear'"
+        )
+    if config.get("rescale_betas_zero_snr", False) and kind == "epsilon":
+        raise ValueError(
+            "rescale_betas_zero_snr=True with prediction_type='epsilon': the table ends at "
+            "alpha_bar = 0, where x0 = (x - s eps) / m is undefined, so an eps-network cannot "
+            "be sampled from there (Lin et al. 2024 train with v_prediction); use a "
+            "v_prediction or sample model"
+        )
+    schedule = _table(config, cls)
     n = schedule.num_timesteps
     if fractional_timesteps:
         schedule = InterpolatedDiscreteSchedule(schedule.betas)
@@ -279,7 +566,7 @@ def from_diffusers(
     score = Score(DiffusersNet(model), sde, PREDICTION_TYPES[kind], label)
     if apply_x0_correction:
         score = score.with_x0_correction(x0_correction_from_config(config))
-    return ModelSpec(score, sde, tuple(shape) if shape is not None else _sample_shape(model))
+    return ModelSpec(score, sde, size)
 
 
 def diffusers_timesteps(
@@ -348,6 +635,51 @@ def time_grid_from_sigmas(sde: SDE, sigmas: Tensor | list[float]) -> Tensor:
     if sig.numel() < 1 or not bool((sig > 0).all()):
         raise ValueError("sigmas must be positive (a final 0 is allowed and dropped)")
     return sde.t_from_sigma(sig).clamp(max=sde.T)
+
+
+def time_grid_from_flow_sigmas(sde: SDE, sigmas: Tensor | list[float]) -> Tensor:
+    """Evaluation times with s(t) = sigma on a flow path (m = 1 - s, ``rectified_flow``), for
+    a decreasing flow-sigma schedule in (0, 1] (diffusers' FlowMatch ``sigmas``; a trailing 0
+    is dropped): t = t_from_log_snr(2 log((1 - sigma) / sigma)), sigma = 1 at T. Float64."""
+    sig = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu().flatten()
+    if sig.numel() > 1 and float(sig[-1]) == 0.0:
+        sig = sig[:-1]
+    if sig.numel() < 1 or not bool(((sig > 0) & (sig <= 1)).all()):
+        raise ValueError(f"sigmas must lie in (0, 1] (a final 0 is dropped), got {sig.tolist()}")
+    t = sde.t_from_log_snr(2 * (torch.log1p(-sig) - torch.log(sig))).clamp(0.0, sde.T)
+    m, s = sde.marginal(t)
+    on_path = torch.allclose(s, sig, rtol=1e-9, atol=1e-12)
+    if not (on_path and torch.allclose(m + s, torch.ones_like(s), rtol=0, atol=1e-12)):
+        raise ValueError(
+            f"sde must be a flow path with m = 1 - s (rectified_flow(shift)), got {sde!r}"
+        )
+    return t
+
+
+def time_grid_from_scheduler(scheduler: Any, sde: SDE) -> Tensor:
+    """The times at which ``scheduler`` (after ``set_timesteps``) evaluates the network, on
+    ``sde``'s time axis (from_diffusers' SDE), for ``sample(time_grid=..., steps=None)``.
+
+    Flow schedulers (FlowMatch, DPMSolverMultistep / UniPC with flow sigmas): their
+    ``sigmas`` at the evaluations (FlowMatchHeun's repeats dropped; ``invert_sigmas``
+    undone: sigma = 1 - r), placed by ``time_grid_from_flow_sigmas``. DDPM-table schedulers:
+    ``time_grid_from_timesteps`` on their timesteps (repeats dropped), fractional when the
+    SDE's schedule is ``InterpolatedDiscreteSchedule``.
+    """
+    config = _config(scheduler)
+    timesteps = getattr(scheduler, "timesteps", None)
+    flow = is_flow_config(scheduler)
+    if timesteps is None or (flow and getattr(scheduler, "sigmas", None) is None):
+        raise ValueError("scheduler must be a diffusers scheduler after set_timesteps(n)")
+    if flow:
+        sig = torch.as_tensor(scheduler.sigmas, dtype=torch.float64).flatten()[: len(timesteps)]
+        if config.get("invert_sigmas", False):
+            sig = 1 - sig
+        return time_grid_from_flow_sigmas(sde, torch.unique_consecutive(sig))
+    fractional = isinstance(getattr(sde, "schedule", None), InterpolatedDiscreteSchedule)
+    tau = torch.unique_consecutive(torch.as_tensor(timesteps))
+    n = int(config.get("num_train_timesteps", 1000))
+    return time_grid_from_timesteps(tau, n, fractional_timesteps=fractional)
 
 
 def _sigma_label(sde: VESDE) -> Callable[[Tensor], Tensor]:

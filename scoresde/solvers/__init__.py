@@ -13,6 +13,7 @@ from scoresde.solvers.deis import DEIS
 from scoresde.solvers.dpm_solver import DPMSolverMultistep, DPMSolverPP
 from scoresde.solvers.dpm_solver_singlestep import DPMSolverPPSinglestep, DPMSolverSinglestep
 from scoresde.solvers.edm import EDMHeun
+from scoresde.solvers.ipndm import IPNDM
 from scoresde.solvers.langevin import AnnealedLangevin, LangevinCorrector, PredictorCorrector
 from scoresde.solvers.probability_flow import ODERK45, ODEDopri5, ODEEuler, ODEHeun
 from scoresde.solvers.registry import available, get, register
@@ -46,12 +47,14 @@ for _cls in (
     UniPC,
     DEIS,
     Restart,
+    IPNDM,
 ):
     register(_cls.name, _cls)
 
 __all__ = [
     "DDIM",
     "DEIS",
+    "IPNDM",
     "ODERK45",
     "AffineSolver",
     "AnnealedLangevin",

@@ -110,8 +110,9 @@ class GottaGoFast(Solver):
         b = x.shape[0]
         opts = {"device": x.device, "dtype": x.dtype}
         eps = run.eps
-        t = torch.full((b,), run.sde.T, **opts)
-        h = torch.full((b,), min(self.first_step, run.sde.T - eps), **opts)
+        start = run.times[0]  # T, or t_1 after a zero-terminal-SNR limit step
+        t = torch.full((b,), start, **opts)
+        h = torch.full((b,), min(self.first_step, start - eps), **opts)
         x_prev = x.clone()
         f1 = torch.zeros_like(x)  # F(x, t), kept across a rejection (x and t unchanged)
         stale = torch.ones(b, dtype=torch.bool, device=x.device)  # F(x, t) not yet known

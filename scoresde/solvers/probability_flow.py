@@ -58,32 +58,72 @@ class ODEEuler(AffineSolver):
         return 1 + a * dt, b * dt, torch.zeros_like(t)
 
 
+def zero_snr_velocity_coefficients(sde: SDE, t: float, t_next: float) -> tuple[float, float]:
+    """(p, q) with v = p x + q x0_hat at a time t where m(t) = 0 (zero terminal SNR).
+
+    In x0 form the probability-flow velocity is finite wherever s > 0:
+    v = f x - 1/2 g^2 score with score = (m x0_hat - x) / s^2, f = m'/m and
+    g^2 = 2 s s' - 2 (m'/m) s^2 gives
+
+        v = (s'/s) x + (m' - m s'/s) x0_hat          (at m = 0: (s'/s) x + m' x0_hat),
+
+    on rectified flow (m = 1 - t, s = t) v = x - x0_hat = eps_hat - x0_hat, the flow itself.
+    Where the rates are not finite at t (a zero-SNR DDPM table, whose m' comes from
+    f m = -inf * 0), the secant of the limit step (``zero_terminal``) to t_next is used:
+    x_next = m(t_next) x0_hat + (s(t_next)/s(t)) x, i.e. p = (s(t_next)/s(t) - 1)/dt,
+    q = m(t_next)/dt, which tends to the formula above as dt -> 0 and equals it on paths
+    linear in t.
+    """
+    tt = torch.tensor(t, dtype=torch.float64)
+    m, s = sde.marginal(tt)
+    dm, ds = sde.marginal_rate(tt)
+    p, q = ds / s, dm - m * ds / s
+    if bool(torch.isfinite(p)) and bool(torch.isfinite(q)):
+        return float(p), float(q)
+    m_next, s_next = sde.marginal(torch.tensor(t_next, dtype=torch.float64))
+    dt = t_next - t
+    return float((s_next / s - 1) / dt), float(m_next / dt)
+
+
 class ODEHeun(Solver):
     """Heun's method (explicit trapezoid) on the probability-flow ODE; order 2.
 
     d1 = v(x, t); x_pred = x + d1 dt; d2 = v(x_pred, t_next); x_next = x + (d1 + d2)/2 dt.
     Two evaluations per step except the last (t_next = 0, where the score is undefined), which
     is an Euler step (or the denoiser): NFE = 2N - 1.
+
+    On a path with m(T) = 0 (zero terminal SNR) it takes its own first step from T
+    (``takes_zero_terminal_step``): there d1 is the velocity in x0 form,
+    v = (s'/s) x + (m' - m s'/s) x0_hat (``zero_snr_velocity_coefficients``), from the
+    model's x0 prediction. On rectified flow this is diffusers' FlowMatchHeunDiscreteScheduler
+    step for step.
     """
 
     name = "ode_heun"
     family = "ODE"
     evals_per_step = 2
     order = 2.0
+    takes_zero_terminal_step = True
 
     def planned_nfe(self, steps: int) -> int:
         return 2 * steps - 1
 
-    def prepare(self, run: Run) -> list[tuple[float, float, float, float, float]]:
+    def prepare(self, run: Run) -> list[tuple[float, float, float, float, float, bool]]:
         t, t_next = run.grid[:-1], run.grid[1:]
         a1, b1 = _velocity_coefficients(run.sde, t)
         a2, b2 = _velocity_coefficients(run.sde, t_next.clamp_min(run.eps))
         dt = t_next - t
-        return list(zip(*(v.tolist() for v in (a1, b1, a2, b2, dt)), strict=True))
+        rows = [(*r, False) for r in zip(*(v.tolist() for v in (a1, b1, a2, b2, dt)), strict=True)]
+        m_0 = float(run.sde.marginal(run.grid[:1])[0][0])
+        if m_0 == 0.0 and run.steps > 1:  # first step from m = 0: v = p x + q x0_hat
+            p, q = zero_snr_velocity_coefficients(run.sde, run.times[0], run.times[1])
+            rows[0] = (p, q, *rows[0][2:5], True)
+        return rows
 
     def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
-        a1, b1, a2, b2, dt = plan[k]
-        d1 = affine(x, run.score(x, run.t[k]), a1, b1)
+        a1, b1, a2, b2, dt, x0_form = plan[k]
+        model = run.score.x0 if x0_form else run.score  # type: ignore[attr-defined]
+        d1 = affine(x, model(x, run.t[k]), a1, b1)
         x_pred = x + d1 * dt
         if run.is_last(k):
             return x_pred
@@ -112,7 +152,8 @@ class _AdaptiveODE(Solver):
 
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
         sde, velocity = run.sde, probability_flow_rhs(run.score, run.sde, x)
-        res = self.integrator(velocity, (x,), sde.T, run.eps, rtol=self.rtol, atol=self.atol)
+        start = run.times[0]  # T, or t_1 after a zero-terminal-SNR limit step
+        res = self.integrator(velocity, (x,), start, run.eps, rtol=self.rtol, atol=self.atol)
         run.stats.update(
             ode_steps=res.accepted,
             rejected_steps=res.rejected,

@@ -1,36 +1,16 @@
 """Closed forms shared by the solver tests, and noise sources that record or fix the draws.
 
 Gaussian data N(0, V I) has p_t = N(0, (m_t^2 V + s_t^2) I): the score is -x / (m^2 V + s^2)
-and the probability-flow ODE is solved exactly, so a solver's error is known to the last digit.
+(``gaussian_score`` and ``gaussian`` in tests/conftest.py, with V) and the probability-flow ODE
+is solved exactly, so a solver's error is known to the last digit.
 """
 
 import numpy as np
 import torch
+from conftest import V, gaussian_score
 
 import scoresde as sd
 from scoresde.core.noise import GaussianNoise
-
-V = 0.5  # variance of the Gaussian data N(0, V I)
-
-
-def gaussian_score(sde, var=V):
-    """Exact score of p_t for data N(0, var I): -x / (m^2 var + s^2)."""
-
-    def score(x, t):
-        m, s = sde.marginal(t)
-        return -x / (m * m * var + s * s).reshape(-1, *([1] * (x.dim() - 1)))
-
-    return score
-
-
-def gaussian(sde):
-    """(score, var): the exact score for data N(0, V I) and var(t) = m_t^2 V + s_t^2."""
-
-    def var(t):
-        m, s = sde.marginal(torch.tensor(t, dtype=torch.float64))
-        return float(m * m * V + s * s)
-
-    return gaussian_score(sde), var
 
 
 # On a grid uniform in lambda the multistep methods super-converge on this problem (measured

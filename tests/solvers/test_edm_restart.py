@@ -4,12 +4,8 @@ import math
 
 import pytest
 import torch
-from closed_forms import (
-    RecordingNoise,
-    V,
-    gaussian_score,
-    measured_order,
-)
+from closed_forms import RecordingNoise, measured_order
+from conftest import V, gaussian_score
 
 import scoresde as sd
 

@@ -11,8 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from closed_forms import V, gaussian_score
-from conftest import ADAPTIVE
+from conftest import ADAPTIVE, V, gaussian_score
 
 import scoresde as sd
 from scoresde import metrics
@@ -55,7 +54,7 @@ def mean_floors(noise_floor):
 def test_solver_reaches_target(solver, target, mean_floors):
     g, sde = TARGETS[target], sd.VPSDE()
     sol = sd.sample(
-        lambda x, t: g.score(x, t, sde),
+        g.exact_score(sde),
         sde,
         (N, g.dim),
         solver=sd.solvers.get(solver, **CONFIGS[solver]),
@@ -105,7 +104,7 @@ def test_subvp_and_ve_sampling_reaches_the_target(name, sde_name, median_floors)
     steps = {"annealed_langevin": 200, **dict.fromkeys(ADAPTIVE, 2)}.get(name, 300)
     for target in ("2d", "8d"):
         g, ref, floor = median_floors[target]
-        sol = sd.sample(lambda x, t, g=g: g.score(x, t, sde), sde, (3000, g.dim), solver=name,
+        sol = sd.sample(g.exact_score(sde), sde, (3000, g.dim), solver=name,
                         steps=steps, generator=torch.Generator().manual_seed(7))  # fmt: skip
         ratio = metrics.sliced_wasserstein(sol.samples, ref) / floor
         assert ratio < SUBVP_VE_BOUND.get(name, {}).get(sde_name, 2.0), (target, ratio)
@@ -113,7 +112,7 @@ def test_subvp_and_ve_sampling_reaches_the_target(name, sde_name, median_floors)
 
 def test_determinism():
     g, sde = mixture_2d(), sd.VPSDE()
-    score = lambda x, t: g.score(x, t, sde)  # noqa: E731
+    score = g.exact_score(sde)
     for solver in ("euler_maruyama", "pc", "ddpm_ancestral", "annealed_langevin"):
         a = sd.sample(
             score, sde, (32, 2), solver=solver, steps=20, generator=torch.Generator().manual_seed(1)
@@ -132,7 +131,7 @@ def test_global_rng_untouched():
     g, sde = mixture_2d(), sd.VPSDE()
     torch.manual_seed(0)
     before = torch.get_rng_state()
-    sd.sample(lambda x, t: g.score(x, t, sde), sde, (8, 2), steps=5, solver="pc")
+    sd.sample(g.exact_score(sde), sde, (8, 2), steps=5, solver="pc")
     assert torch.equal(before, torch.get_rng_state())
 
 
@@ -160,7 +159,7 @@ def test_shapes_and_time_argument(shape, solver):
 
 def test_nfe_accounting():
     g, sde = mixture_2d(), sd.VPSDE()
-    score = lambda x, t: g.score(x, t, sde)  # noqa: E731
+    score = g.exact_score(sde)
     for solver, expected in [
         ("euler_maruyama", 10),
         ("ode_heun", 19),
@@ -255,7 +254,7 @@ def test_eps_fast_path_equals_the_plain_score(name):
     samples must equal those from the same score given as a plain function."""
     sde = sd.VPSDE(sd.DiscreteSchedule.linear())
     x_T = sde.prior_sample((64, 2), generator=torch.Generator().manual_seed(0)).double()
-    adapter = sd.score_from_eps(lambda x, t: G2.eps(x, t, sde), sde)
+    adapter = sd.score_from_eps(G2.exact_score(sde).eps, sde)
     plain = run(name, lambda x, t: adapter(x, t), sde, x_T)
     fast = run(name, adapter, sde, x_T)
     torch.testing.assert_close(fast.samples, plain.samples, rtol=1e-9, atol=1e-9)
@@ -266,7 +265,7 @@ def test_eps_fast_path_equals_the_plain_score(name):
 def test_callback_progress_device_and_denoise(name, capsys):
     sde = sd.VESDE()  # s(0) = sigma_min > 0: every solver's own last step differs from Tweedie
     x_T = sde.prior_sample((32, 2), generator=torch.Generator().manual_seed(1)).double()
-    score = lambda x, t: G2.score(x, t, sde)  # noqa: E731
+    score = G2.exact_score(sde)
     calls = []
     sol = run(name, score, sde, x_T, callback=lambda k, t, x: calls.append((k, t, x.clone())),
               progress=True, device="cpu", return_trajectory=True)  # fmt: skip

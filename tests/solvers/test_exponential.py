@@ -7,15 +7,13 @@ import pytest
 import torch
 from closed_forms import (
     RecordingNoise,
-    V,
     endpoint_error,
-    gaussian,
-    gaussian_score,
     measured_order,
     measured_weak_order,
     slope_in_intervals,
     variance_error,
 )
+from conftest import V, gaussian, gaussian_score
 
 import scoresde as sd
 from scoresde.core.grids import make_time_grid
@@ -125,7 +123,7 @@ def test_eta_one_and_sde_solver_one_are_ddpm_ancestral(solver):
     n_train = 40
     sde = sd.VPSDE(sd.DiscreteSchedule.linear(n_train, 1e-3, 0.2))
     g = mixture_2d()
-    score = sd.Score(lambda x, t: g.eps(x, t, sde), sde, "eps")
+    score = sd.Score(g.exact_score(sde).eps, sde, "eps")
 
     def run(s):
         return sd.sample(score, sde, (128, 2), solver=s, steps=n_train, dtype=torch.float64,

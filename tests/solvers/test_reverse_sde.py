@@ -6,13 +6,8 @@ import math
 
 import pytest
 import torch
-from closed_forms import (
-    V,
-    gaussian,
-    measured_order,
-    measured_weak_order,
-    slope,
-)
+from closed_forms import measured_order, measured_weak_order, slope
+from conftest import V, gaussian
 
 import scoresde as sd
 from scoresde.evaluation.metrics import sliced_wasserstein
@@ -47,7 +42,7 @@ def test_weak_order_of_stochastic_solvers(name, options, order):
 def test_euler_maruyama_strong_convergence_with_brownian_paths():
     # additive noise (g depends on t only): Euler–Maruyama's strong order is 1
     sde, g = sd.VPSDE(), GaussianMixture([1.0], [[0.7]], [[0.25]])
-    score = lambda x, t: g.score(x, t, sde)  # noqa: E731
+    score = g.exact_score(sde)
 
     def run(n):
         sol = sd.sample(
@@ -71,7 +66,7 @@ def test_euler_maruyama_strong_convergence_with_brownian_paths():
 
 def test_brownian_noise_converges_pathwise_across_step_counts():
     g, sde = mixture_2d(), sd.VPSDE()
-    score = lambda x, t: g.score(x, t, sde)  # noqa: E731
+    score = g.exact_score(sde)
 
     def run(n, noise):
         return sd.sample(
@@ -130,7 +125,7 @@ def test_ddpm_ancestral_equals_reference_ddpm_loop():
 
 def test_torchsde_equals_euler_maruyama_on_the_same_brownian_path():
     g, sde = mixture_2d(), sd.VPSDE()
-    score = lambda x, t: g.score(x, t, sde)  # noqa: E731
+    score = g.exact_score(sde)
     out = {}
     for name in ("euler_maruyama", "torchsde"):
         out[name] = sd.sample(
@@ -216,7 +211,7 @@ def test_adaptive_sde_step_ceiling(ceiling):
     # with a tolerance nothing violates, every step is the ceiling's (after the first step)
     sde, g = sd.VPSDE(sd.DiscreteSchedule.linear()), mixture_2d()
     solver = sd.solvers.get("adaptive_sde", rtol=1e3, atol=1e3, ceiling_steps=ceiling)
-    sol = sd.sample(lambda x, t: g.score(x, t, sde), sde, (64, 2), solver=solver,
+    sol = sd.sample(g.exact_score(sde), sde, (64, 2), solver=solver,
                     generator=torch.Generator().manual_seed(0))  # fmt: skip
     expected = _ceiling_steps_taken(ceiling)
     assert sol.stats["accepted_max"] == sol.stats["accepted_mean"] == expected
@@ -235,7 +230,7 @@ def test_adaptive_sde_reaches_the_noise_floor(target):
     sde, g, n = sd.VPSDE(sd.DiscreteSchedule.linear()), target(), 4000
     ref = g.sample(n, torch.Generator().manual_seed(101))
     floor = sliced_wasserstein(g.sample(n, torch.Generator().manual_seed(202)), ref)
-    score = sd.Score(lambda x, t: g.eps(x, t, sde), sde, "eps")
+    score = sd.Score(g.exact_score(sde).eps, sde, "eps")
     sol = sd.sample(score, sde, (n, g.dim), solver="adaptive_sde",
                     generator=torch.Generator().manual_seed(1))  # fmt: skip
     assert sliced_wasserstein(sol.samples, ref) / floor < 1.5
