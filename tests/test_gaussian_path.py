@@ -221,17 +221,20 @@ def endpoint_error(path, solver, steps, v=0.5):
 
 @pytest.mark.parametrize("name", ["rectified_flow", "rectified_flow_shift3", "cosine", "ve"])
 def test_every_deterministic_solver_shows_its_order_on_the_path(name):
-    # On zero-SNR paths the limit step's error O(m(t_1)^2) caps the order at 2. Measured on
-    # the logsnr grid over 20..160 steps: rectified flow, slopes 0.92 (Euler, DDIM), 1.77-1.95
-    # (second order), 2.84-2.93 (third order, still pre-asymptotic); cosine path, 1.50 for
-    # DPM-Solver++(3) and 1.71 for its singlestep form, where the limit step's error and the
-    # solver's own partly cancel at 20-40 steps. Hence the bar: min(order, 2) - 0.5.
+    # On zero-SNR paths the plain limit step's error O(m(t_1)^2) would cap every solver at
+    # order 2; third-order ones get the trapezoid-corrected step. Measured on the logsnr grid,
+    # 20..160 steps, rectified flow / cosine: DPM-Solver(3) 3.68 / 3.72, DPM-Solver++(3) 3.76 /
+    # 3.67 (2.84 / 1.50 uncorrected); Euler and DDIM 0.92, second-order methods 1.77-1.95 and
+    # UniPC 2.89 / 3.55. Singlestep DPM-Solver++(3) reaches only 1.79 / 2.13 over this range
+    # (its error 3e-4 at 20 and 40 steps, then 6e-5, 9e-6: not yet asymptotic); it is held to
+    # 1.5. The bar for the others: min(order, 3) - 0.5.
     path, steps = PATHS[name](), [20, 40, 80, 160]
     slow = []
     for solver_name, options in DETERMINISTIC:
         solver = sd.solvers.get(solver_name, **options)
         errs = [endpoint_error(path, solver, n) for n in steps]
         slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
-        if slope < min(solver.order, 2) - 0.5:
+        bar = 1.5 if solver_name == "dpm_solver++_single" else min(solver.order, 3) - 0.5
+        if slope < bar:
             slow.append((solver.describe(), round(slope, 2)))
     assert not slow, slow

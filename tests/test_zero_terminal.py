@@ -127,3 +127,21 @@ def test_every_solver_reaches_the_floor_at_200_nfe(name):
     sol = sd.sample(score, path, (n, 2), solver=Renoise(), nfe=200,
                     generator=torch.Generator().manual_seed(1))  # fmt: skip
     assert sliced_wasserstein_exact(sol.samples, g) > 3 * limit
+
+
+def test_third_order_solvers_take_the_corrected_first_step():
+    # trapezoid in e^lambda: x_1 = (s_1 / s_T) x_T + m_1 (x0_hat(x_T, T) + x0_hat(x_1', t_1)) / 2
+    # with x_1' the plain limit step; one evaluation more than the solver's own run
+    rf, g = sd.rectified_flow(), mixture_2d()
+    exact = g.exact_score(rf)
+    x_T = torch.randn(128, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    solver = sd.solvers.get("dpm_solver++", order=3)
+    got = first_step(solver, rf, x_T)
+    t_1 = 1 - (1 - 1e-3) / 7
+    m_1, s_1 = (float(c) for c in rf.marginal(torch.tensor(t_1, dtype=torch.float64)))
+    x0_T = exact.x0(x_T, torch.ones(128, dtype=torch.float64))
+    plain = m_1 * x0_T + s_1 * x_T
+    x0_1 = exact.x0(plain, torch.full((128,), t_1, dtype=torch.float64))
+    torch.testing.assert_close(got, s_1 * x_T + m_1 * (x0_T + x0_1) / 2, rtol=0, atol=1e-12)
+    sol = sd.sample(exact, rf, x_T=x_T, solver=solver, steps=8)
+    assert sol.nfe == 9 == 1 + 1 + solver.planned_nfe(7)

@@ -3,6 +3,7 @@
 scoresde.solvers.available()            the registered names
 scoresde.solvers.get("pc", snr=0.16)    a configured solver
 scoresde.solvers.register(name, cls)    add your own (a ``Solver`` subclass or factory)
+scoresde.solvers.unregister(name)       and remove it
 """
 
 from scoresde.solvers.adaptive_sde import GottaGoFast
@@ -16,7 +17,7 @@ from scoresde.solvers.edm import EDMHeun
 from scoresde.solvers.ipndm import IPNDM
 from scoresde.solvers.langevin import AnnealedLangevin, LangevinCorrector, PredictorCorrector
 from scoresde.solvers.probability_flow import ODERK45, ODEDopri5, ODEEuler, ODEHeun
-from scoresde.solvers.registry import available, get, register
+from scoresde.solvers.registry import available, get, register, unregister
 from scoresde.solvers.restart import Restart
 from scoresde.solvers.reverse_sde import DDPMAncestral, EulerMaruyama, ReverseDiffusion
 from scoresde.solvers.sde_dpm_solver import SDEDPMSolverPP
@@ -83,4 +84,5 @@ __all__ = [
     "available",
     "get",
     "register",
+    "unregister",
 ]

@@ -1,4 +1,5 @@
-"""Solvers by name. ``register`` adds third-party solvers; ``get`` builds one by name."""
+"""Solvers by name. ``register`` adds third-party solvers (``unregister`` removes them); ``get``
+builds one by name."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ def register(name: str, factory: Callable[..., Solver], *, overwrite: bool = Fal
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"a solver named {name!r} is registered already (pass overwrite=True)")
     _REGISTRY[name] = factory
+
+
+def unregister(name: str) -> None:
+    """Remove the solver registered as ``name`` (a ValueError if none is)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"no solver named {name!r} is registered")
+    del _REGISTRY[name]
 
 
 def available() -> list[str]:

@@ -27,8 +27,18 @@ x0_hat at T must come from the model itself: x0 = (x - s eps) / m is 0/0 there, 
 score network cannot start such a path; x0, v and flow networks (``Score.predicts_x0_everywhere``)
 and exact targets (``ExactScore``) can. The step costs one evaluation. Its error is
 O(m(t_1)^2) (on Gaussian data N(mu, v I): (sqrt(m_1^2 v + s_1^2) - s_1) |eps| ~ m_1^2 v / (2 s_1)),
-so on a grid uniform in t a solver of order p > 2 keeps order 2. Adaptive solvers take it to
-the time where m = ``ADAPTIVE_START_MEAN`` and integrate from there.
+which would cap a solver of order p > 2 at order 2.
+
+For those (deterministic, fixed grid, order > 2) the step is corrected. In data prediction
+the exact flow is x_1 = sigma_1 (x_T / sigma_T + integral_(-inf)^(lambda_1) e^lambda x0(lambda)
+d lambda), and x0 along the flow is smooth in e^lambda = m/s (x0 = a + b e^lambda + O(e^(2
+lambda)); on Gaussian data the next term is O(e^(3 lambda))). The trapezoid rule in e^lambda,
+with x0_hat at T and at the predicted x_1, integrates the first two terms exactly:
+
+    x_1 = (s(t_1) / s(T)) x_T + m(t_1) (x0_hat(x_T, T) + x0_hat(x_1_pred, t_1)) / 2
+
+at the cost of one evaluation more. Adaptive solvers take the uncorrected step to the time
+where m = ``ADAPTIVE_START_MEAN`` and integrate from there.
 
 Two exceptions. A grid that starts below T, where m(t_0) > 0 (diffusers' DPM-Solver and UniPC
 with flow sigmas start at sigma = 0.999 or 1 - 1e-6), needs no limit: the solver runs on it as
@@ -128,12 +138,20 @@ class ZeroTerminalStart(Solver):
         """Whether the wrapped solver takes its own first step from m = 0 (module doc)."""
         return bool(getattr(self.solver, "takes_zero_terminal_step", False))
 
+    @property
+    def corrected(self) -> bool:
+        """Whether the limit step takes the trapezoid correction (deterministic fixed-grid
+        solvers of order above 2; module doc)."""
+        s = self.solver
+        return not (s.stochastic or s.adaptive or self.own_first_step) and s.order > 2
+
     def planned_nfe(self, steps: int) -> int:
         if self.solver.adaptive:
             return -1
         if self.own_first_step:
             return self.solver.planned_nfe(steps)
-        return 1 + (self.solver.planned_nfe(steps - 1) if steps > 1 else 0)
+        first = 2 if self.corrected else 1
+        return first + (self.solver.planned_nfe(steps - 1) if steps > 1 else 0)
 
     def first_time(self, run: Run) -> float:
         """t_1: the grid's second point, or for an adaptive solver the time where
@@ -161,7 +179,10 @@ class ZeroTerminalStart(Solver):
         if self.solver.stochastic:
             x = affine(x0, run.noise(run.times[0], t_1), m_1, s_1)
         else:
-            x = affine(x0, x, m_1, s_1 / s_T)
+            x_T, x = x, affine(x0, x, m_1, s_1 / s_T)
+            if self.corrected:  # trapezoid in e^lambda: x0 at t_1 from the predicted x_1
+                x0_1 = run.score.x0(x, run.t[1])
+                x = affine(x0.add_(x0_1), x_T, 0.5 * m_1, s_1 / s_T)
         if self.solver.adaptive:  # the rest starts at t_1 and keeps the grid's eps and 0
             grid = torch.cat([torch.tensor([t_1], dtype=torch.float64), run.grid[-2:]])
             t_rows = [run.t[0].new_full(run.t[0].shape, t_1), *run.t[-2:]]

@@ -235,14 +235,20 @@ def test_third_party_solver_registration():
             return x
 
     sd.solvers.register("identity_test", Identity)
-    assert "identity_test" in sd.solvers.available()
-    x_T = torch.ones(3, 2)
-    sol = sd.sample(
-        lambda x, t: -x, sd.VPSDE(), x_T=x_T, solver="identity_test", steps=3, denoise=False
-    )
-    assert torch.equal(sol.samples, x_T) and sol.nfe == 3
-    with pytest.raises(ValueError, match="registered already"):
-        sd.solvers.register("identity_test", Identity)
+    try:
+        assert "identity_test" in sd.solvers.available()
+        x_T = torch.ones(3, 2)
+        sol = sd.sample(
+            lambda x, t: -x, sd.VPSDE(), x_T=x_T, solver="identity_test", steps=3, denoise=False
+        )
+        assert torch.equal(sol.samples, x_T) and sol.nfe == 3
+        with pytest.raises(ValueError, match="registered already"):
+            sd.solvers.register("identity_test", Identity)
+    finally:  # the registry is global: leave it as the other tests expect it
+        sd.solvers.unregister("identity_test")
+    assert "identity_test" not in sd.solvers.available()
+    with pytest.raises(ValueError, match="no solver named"):
+        sd.solvers.unregister("identity_test")
 
 
 # -- every path of sample: the eps fast path, callback, progress, device, denoise
