@@ -52,8 +52,14 @@ class DEIS(ExponentialMultistep):
     family = "exponential"
     prediction = "eps"
 
-    def __init__(self, order: int = 2, basis: str = "log_rho", lower_order_final: bool = True):
-        super().__init__(order, lower_order_final)
+    def __init__(
+        self,
+        order: int = 2,
+        basis: str = "log_rho",
+        lower_order_final: bool = True,
+        afs: bool = False,
+    ):
+        super().__init__(order, lower_order_final, afs=afs)
         if basis not in BASES:
             raise ValueError(f"basis must be one of {', '.join(BASES)}, got {basis!r}")
         self.basis = basis
@@ -84,4 +90,4 @@ class DEIS(ExponentialMultistep):
         return g.alpha[k + 1] / g.alpha[k], weights
 
     def describe(self) -> str:
-        return f"{self.name}(order={self.order}, {self.basis})"
+        return f"{self.name}(order={self.order}, {self.basis}{', afs' if self.afs else ''})"

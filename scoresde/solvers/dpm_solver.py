@@ -19,6 +19,8 @@ from scoresde.solvers.base import Run, Solver
 from scoresde.solvers.exponential_toolkit import (
     LambdaGrid,
     MultistepPlan,
+    analytic_first_prediction,
+    check_afs,
     check_order,
     check_solver_type,
     combine,
@@ -37,11 +39,19 @@ class ExponentialMultistep(Solver):
     prediction = "x0"
 
     def __init__(
-        self, order: int = 2, lower_order_final: bool = True, solver_type: str = "taylor"
+        self,
+        order: int = 2,
+        lower_order_final: bool = True,
+        solver_type: str = "taylor",
+        afs: bool = False,
     ) -> None:
         self.order = check_order(order, 3)
         self.lower_order_final = bool(lower_order_final)
         self.solver_type = check_solver_type(solver_type)
+        self.afs = check_afs(afs)
+
+    def planned_nfe(self, steps: int) -> int:
+        return steps - 1 if self.afs and steps > 1 else steps
 
     def lambda_grid(self, run: Run) -> LambdaGrid:
         """The grid the coefficients read (subclasses may add per-point constants)."""
@@ -82,7 +92,10 @@ class ExponentialMultistep(Solver):
 
     def step(self, x: Tensor, k: int, run: Run, plan: MultistepPlan) -> Tensor:
         g = plan.grid
-        f = plan.predict(self.prediction, x, run.t[k], g.alpha[k], g.sigma[k])
+        if k == 0 and self.afs and run.times[0] == run.sde.T:
+            f = analytic_first_prediction(self.prediction, x, g.alpha[0], g.sigma[0])
+        else:
+            f = plan.predict(self.prediction, x, run.t[k], g.alpha[k], g.sigma[k])
         plan.history.push(f)
         if run.is_last(k):  # own step to t = 0 (denoise=False): first order
             cx, cf = g.first_order(self.prediction, k)
@@ -92,7 +105,7 @@ class ExponentialMultistep(Solver):
 
     def describe(self) -> str:
         kind = "" if self.solver_type == "taylor" else f", {self.solver_type}"
-        return f"{self.name}(order={self.order}{kind})"
+        return f"{self.name}(order={self.order}{kind}{', afs' if self.afs else ''})"
 
 
 class DPMSolverPP(ExponentialMultistep):

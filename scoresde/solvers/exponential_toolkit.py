@@ -64,6 +64,23 @@ def check_order(order: int, highest: int) -> int:
     return order
 
 
+def check_afs(afs: bool) -> bool:
+    """``afs`` (the analytic first step) as a bool, else a TypeError."""
+    if not isinstance(afs, bool):
+        raise TypeError(f"afs must be True or False, got {afs!r}")
+    return afs
+
+
+def analytic_first_prediction(kind: str, x: Tensor, alpha: float, sigma: float) -> Tensor:
+    """The analytic first step (AFS; Dockhorn et al. 2022, diff-sampler's ``afs``): at T the
+    prediction of data with zero mean and unit variance, eps = x / sqrt(alpha^2 + sigma^2),
+    in place of a network call; as x0: (x - sigma eps) / alpha."""
+    eps = x.mul(1.0 / (alpha * alpha + sigma * sigma) ** 0.5)
+    if kind == "eps":
+        return eps
+    return affine(x, eps, 1.0 / alpha, -sigma / alpha)
+
+
 def check_eta(eta: float) -> float:
     """eta, the share of the posterior std an ancestral/DDIM step adds, as a float in [0, 1]."""
     eta = float(eta)

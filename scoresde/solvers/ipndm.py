@@ -37,7 +37,14 @@ from torch import Tensor
 
 from scoresde.core.checks import check_positive_int
 from scoresde.solvers.base import Run, Solver
-from scoresde.solvers.exponential_toolkit import History, LambdaGrid, Predictor, combine
+from scoresde.solvers.exponential_toolkit import (
+    History,
+    LambdaGrid,
+    Predictor,
+    analytic_first_prediction,
+    check_afs,
+    combine,
+)
 
 ADAMS_BASHFORTH = (
     (1.0,),
@@ -69,9 +76,7 @@ class IPNDM(Solver):
         order = check_positive_int("order", order)
         if order > 4:
             raise ValueError(f"order must be 1, 2, 3 or 4, got {order}")
-        if not isinstance(afs, bool):
-            raise TypeError(f"afs must be True or False, got {afs!r}")
-        self.q, self.afs = order, afs
+        self.q, self.afs = order, check_afs(afs)
         self.order = float(min(order, 2))  # the global order (module doc)
 
     def planned_nfe(self, steps: int) -> int:
@@ -84,8 +89,8 @@ class IPNDM(Solver):
 
     def step(self, x: Tensor, k: int, run: Run, plan: IPNDMPlan) -> Tensor:
         g = plan.grid
-        if k == 0 and self.afs:
-            eps = x.mul(1.0 / (g.alpha[0] ** 2 + g.sigma[0] ** 2) ** 0.5)
+        if k == 0 and self.afs and run.times[0] == run.sde.T:
+            eps = analytic_first_prediction("eps", x, g.alpha[0], g.sigma[0])
         else:
             eps = plan.predictor.eps(x, run.t[k], g.sigma[k])
         plan.history.push(eps)

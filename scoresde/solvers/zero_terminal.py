@@ -151,7 +151,9 @@ class ZeroTerminalStart(Solver):
         if self.own_first_step:
             return self.solver.planned_nfe(steps)
         first = 2 if self.corrected else 1
-        return first + (self.solver.planned_nfe(steps - 1) if steps > 1 else 0)
+        # the rest starts below T, where an analytic first step does not apply
+        afs = 1 if getattr(self.solver, "afs", False) and steps > 2 else 0
+        return first + afs + (self.solver.planned_nfe(steps - 1) if steps > 1 else 0)
 
     def first_time(self, run: Run) -> float:
         """t_1: the grid's second point, or for an adaptive solver the time where
