@@ -2,6 +2,7 @@
 
     python docs/path_findings.py run SEED [SEED ...]   compare on every path, writes
                                                      docs/findings/paths/seed<SEED>.json
+        [--path=NAME ...]                            only these paths, replacing their records
     python docs/path_findings.py table SEED [SEED ...] the markdown tables from those files
 
 Each seed runs ``scoresde.compare`` on gmm2d and gmm8d for every path in PATHS, each on its
@@ -48,11 +49,17 @@ SAMPLES, REPLICATES = 400, 5
 SDE_REFERENCE = ("euler_maruyama", 1000)
 
 
-def run(seed: int) -> None:
+def run(seed: int, only: list[str] | None = None) -> None:
+    """Run every path (or the paths in ``only``, replacing their records in the seed's file)."""
     import scoresde as sd
 
+    path_file = OUT / f"seed{seed}.json"
     records = []
+    if only:
+        records = [r for r in json.loads(path_file.read_text()) if r["path"] not in only]
     for path, natural in PATHS.items():
+        if only and path not in only:
+            continue
         for grid in dict.fromkeys((natural, "uniform")):
             for r in sd.compare(
                 targets=("gmm2d", "gmm8d"),
@@ -81,7 +88,7 @@ def run(seed: int) -> None:
                 )
             print(f"seed {seed}: {path} on {grid} done", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"seed{seed}.json").write_text(json.dumps(records, indent=1))
+    path_file.write_text(json.dumps(records, indent=1))
 
 
 def _fewest(rows: list[dict]) -> int | None:
@@ -149,10 +156,12 @@ def table(seeds: list[int]) -> str:
 
 
 if __name__ == "__main__":
-    command, seeds = sys.argv[1], [int(s) for s in sys.argv[2:]]
+    command, args = sys.argv[1], sys.argv[2:]
+    only = [a.removeprefix("--path=") for a in args if a.startswith("--path=")] or None
+    seeds = [int(a) for a in args if not a.startswith("--path=")]
     if command == "run":
         for s in seeds:
-            run(s)
+            run(s, only)
     elif command == "table":
         print(table(seeds))
     else:

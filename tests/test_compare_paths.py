@@ -72,3 +72,12 @@ def test_cli_path_runs_on_the_rectified_flow(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "gmm2d/rectified-flow" in out and "schedule rectified-flow" in out
+
+
+def test_budgets_count_the_limit_step_on_zero_snr_paths():
+    # dpm_solver++(3) on rectified flow: limit step + its correction + one per step after
+    records = sd.compare(targets="gmm2d", solvers="dpm_solver++:order=3,ode_heun,unipc",
+                         nfe="5,10", path="rectified-flow", samples=50, replicates=2)  # fmt: skip
+    for r in records:
+        assert r.nfe <= r.budget, (r.solver, r.nfe, r.budget)
+    assert {r.nfe for r in records if r.solver == "dpm_solver++:order=3"} == {5, 10}
