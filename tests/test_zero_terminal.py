@@ -99,9 +99,8 @@ def test_eps_and_score_networks_are_refused_on_a_zero_snr_path():
 def test_every_solver_reaches_the_floor_at_200_nfe(name):
     # "the floor": the exact SW1 to the target of exact samples of the same size. Its spread
     # over 10 exact draws of n = 4000 (measured: mean 0.024, sd 0.008) sets the tolerance.
-    # Annealed Langevin is the one solver that does not get there on rectified flow (measured
-    # SW1 0.161 at 200 NFE and 0.102 at 1000, against 0.054 and 0.030 on VP linear): its step
-    # rule e = 0.5 s^2 was tuned on VP. The test holds it to that, so a change shows.
+    # (Annealed Langevin was off the floor on rectified flow, SW1 0.161, until it carried y = x/m
+    # between its levels; it measures 1.0-1.8x the median floor now.)
     g, n = mixture_2d(), 4000
     exact = [
         sliced_wasserstein_exact(g.sample(n, generator=torch.Generator().manual_seed(s)), g)
@@ -119,8 +118,7 @@ def test_every_solver_reaches_the_floor_at_200_nfe(name):
         d = sliced_wasserstein_exact(sol.samples, g)
         if not d < limit:
             far[solver] = round(d, 4)
-    known = {"annealed_langevin"} if name == "rectified_flow" else set()
-    assert set(far) == known, f"above the floor's {limit:.4f}: {far}"
+    assert not far, f"above the floor's {limit:.4f}: {far}"
     # diffusers' stochastic FlowMatch Euler (denoise, then renoise with fresh noise) does not
     # get there, and more steps do not help: measured SW1 0.25, 0.28, 0.37 at 50, 200, 1000
     # NFE on rectified flow (variances 1.89 and 0.40 against the target's 2.23 and 0.70)

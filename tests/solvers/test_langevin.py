@@ -143,8 +143,9 @@ class OnesNoise:
 @pytest.mark.parametrize("sde_name", ["vp_linear", "subvp", "ve"])
 @pytest.mark.parametrize(("steps_per_level", "step_size"), [(1, 5e-5), (3, 2e-5)])
 def test_annealed_langevin_step_rule_is_ncsn(sde_name, steps_per_level, step_size):
-    """e_i = step_size (s(t_i) / sigma_ref)^2, steps_per_level steps each: exact, so a rule
-    off by a factor of 2 (or a level skipped) fails."""
+    """e_i = step_size (s(t_i) / sigma_ref)^2, steps_per_level steps each, and the sample
+    carried in y = x / m between levels (x <- (m_i / m_(i-1)) x): exact, so a rule off by a
+    factor of 2, a level skipped or a missing carry fails."""
     from conftest import ALL_SDES
 
     sde = ALL_SDES[sde_name]()
@@ -160,8 +161,11 @@ def test_annealed_langevin_step_rule_is_ncsn(sde_name, steps_per_level, step_siz
         noise=OnesNoise(x_T),
         generator=torch.Generator(),
     )
-    _, s = sde.marginal(sol.times[:-1])
-    expected = steps_per_level * torch.sqrt(2 * step_size * (s / 0.01) ** 2).sum()
+    m, s = sde.marginal(sol.times[:-1])
+    kicks = steps_per_level * torch.sqrt(2 * step_size * (s / 0.01) ** 2)
+    expected = 0.0
+    for i in range(len(kicks)):
+        expected = expected * float(m[i] / m[i - 1] if i else 1.0) + float(kicks[i])
     torch.testing.assert_close(
         sol.samples, torch.full_like(x_T, float(expected)), rtol=1e-12, atol=0
     )
