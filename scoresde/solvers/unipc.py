@@ -38,6 +38,8 @@ from scoresde.solvers.exponential_toolkit import (
     History,
     LambdaGrid,
     Predictor,
+    analytic_first_prediction,
+    check_afs,
     check_order,
     combine,
     phi,
@@ -70,7 +72,9 @@ class UniPC(Solver):
 
     ``variant`` picks B(h): "bh1" = hh (recommended by the paper for unconditional sampling),
     "bh2" = e^hh - 1 (guided sampling; diffusers' default). ``prediction``: "x0" (data
-    prediction, diffusers' ``predict_x0=True``) or "eps". One network call per step.
+    prediction, diffusers' ``predict_x0=True``) or "eps". One network call per step;
+    ``afs=True`` takes the first prediction analytically
+    (``exponential_toolkit.analytic_first_prediction``), one evaluation less.
     """
 
     name = "unipc"
@@ -83,8 +87,10 @@ class UniPC(Solver):
         prediction: str = "x0",
         corrector: bool = True,
         lower_order_final: bool = True,
+        afs: bool = False,
     ) -> None:
         self.order = check_order(order, 3)
+        self.afs = check_afs(afs)
         if variant not in B_FUNCTIONS:
             raise ValueError(f"variant must be one of {', '.join(B_FUNCTIONS)}, got {variant!r}")
         if prediction not in ("x0", "eps"):
@@ -135,9 +141,15 @@ class UniPC(Solver):
             q = min(q, run.steps - k)
         return q
 
+    def planned_nfe(self, steps: int) -> int:
+        return steps - 1 if self.afs and steps > 1 else steps
+
     def step(self, x: Tensor, k: int, run: Run, plan: UniPCPlan) -> Tensor:
         g, state = plan.grid, plan.state
-        m = plan.predict(self.prediction, x, run.t[k], g.alpha[k], g.sigma[k])
+        if k == 0 and self.afs and run.times[0] == run.sde.T:  # analytic first step
+            m = analytic_first_prediction(self.prediction, x, g.alpha[0], g.sigma[0])
+        else:
+            m = plan.predict(self.prediction, x, run.t[k], g.alpha[k], g.sigma[k])
         if self.corrector and state.x_prev is not None:
             cx, w = self.weights(g, k - 1, k, state.order_prev, corrector=True)
             x = combine(state.x_prev, cx, list(zip(w, [m, *state.history.items], strict=False)))
@@ -151,5 +163,5 @@ class UniPC(Solver):
         return combine(x, cx, list(zip(w, state.history.items, strict=False)))
 
     def describe(self) -> str:
-        extra = "" if self.corrector else ", corrector=False"
+        extra = ("" if self.corrector else ", corrector=False") + (", afs" if self.afs else "")
         return f"{self.name}(order={self.order}, {self.variant}, {self.prediction}{extra})"

@@ -12,7 +12,7 @@ from scoresde.evaluation.targets import GaussianMixture
 
 UNIT = GaussianMixture([1.0], [[0.0, 0.0]], [[1.0, 1.0]])  # AFS's prediction is exact here
 SOLVERS = [("dpm_solver++", {"order": 3}), ("dpm_solver", {"order": 2}), ("deis", {}),
-           ("ipndm", {})]  # fmt: skip
+           ("ipndm", {}), ("unipc", {})]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "options"), SOLVERS)
