@@ -55,7 +55,8 @@ class ListNoise:
 
 
 def run_diffusers(scheduler, model, x, draws, step_kwargs=None):
-    """diffusers' sampling loop; the scheduler's noise draws come from ``draws`` in order."""
+    """diffusers' sampling loop; the scheduler's noise draws come from ``draws`` in order.
+    Schedulers without ``scale_model_input`` (FlowMatch) feed x to the model as it is."""
     module = importlib.import_module(type(scheduler).__module__)
     it = iter(draws)
     original = getattr(module, "randn_tensor", None)
@@ -64,7 +65,8 @@ def run_diffusers(scheduler, model, x, draws, step_kwargs=None):
     try:
         with torch.no_grad():
             for t in scheduler.timesteps:
-                out = model(scheduler.scale_model_input(x, t), t).sample
+                scale = getattr(scheduler, "scale_model_input", None)
+                out = model(x if scale is None else scale(x, t), t).sample
                 x = scheduler.step(out, t, x, **(step_kwargs or {})).prev_sample
     finally:
         if original is not None:

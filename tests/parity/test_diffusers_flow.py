@@ -16,11 +16,9 @@ Which of our solvers is which scheduler:
 - ``stochastic_sampling=True`` is x_next = (1 - sigma_next) x0_hat + sigma_next z: ``Renoise``.
 """
 
-import importlib
-
 import pytest
 import torch
-from reference_samplers import TOL, ListNoise, rel_diff
+from reference_samplers import TOL, ListNoise, rel_diff, run_diffusers
 
 import scoresde as sd
 from scoresde.models.interop import from_diffusers, time_grid_from_scheduler
@@ -67,26 +65,6 @@ UNSHIFTED_CASES = [
 UNREGISTERED = {"renoise": Renoise}  # solvers built here by class
 
 
-def run_diffusers_flow(scheduler, model, x, draws):
-    """diffusers' loop for schedulers without ``scale_model_input`` (FlowMatch), the noise
-    draws taken from ``draws`` in order."""
-    module = importlib.import_module(type(scheduler).__module__)
-    it = iter(draws)
-    original = getattr(module, "randn_tensor", None)
-    if original is not None:
-        module.randn_tensor = lambda shape, **kw: next(it).clone()
-    try:
-        with torch.no_grad():
-            for t in scheduler.timesteps:
-                scaled = getattr(scheduler, "scale_model_input", lambda x, t: x)(x, t)
-                out = model(scaled, t).sample
-                x = scheduler.step(out, t, x).prev_sample
-    finally:
-        if original is not None:
-            module.randn_tensor = original
-    return x
-
-
 def flow_parity(unet, noise, scheduler_name, config, solver, options, unshifted=False):
     """(ours, theirs, spec) for one scheduler run with the same start and noise."""
     z_T, draws = noise
@@ -94,7 +72,7 @@ def flow_parity(unet, noise, scheduler_name, config, solver, options, unshifted=
     mu = config.pop("mu", None)  # set_timesteps' argument (dynamic shifting)
     sched = getattr(diffusers, scheduler_name)(**config)
     sched.set_timesteps(N, **({} if mu is None else {"mu": mu}))
-    theirs = run_diffusers_flow(sched, unet, z_T * getattr(sched, "init_noise_sigma", 1.0), draws)
+    theirs = run_diffusers(sched, unet, z_T * getattr(sched, "init_noise_sigma", 1.0), draws)
     # a config dict (scheduler.config has no _class_name: name the class)
     spec_config = {**sched.config, "_class_name": scheduler_name, "shift": 1.0}
     spec = from_diffusers(unet, spec_config if unshifted else sched, mu=mu)
