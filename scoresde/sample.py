@@ -23,8 +23,8 @@ from scoresde.core.sde import SDE
 from scoresde.solvers import registry
 from scoresde.solvers.base import NonFiniteSampleError, Run, Solver, StepCallback
 from scoresde.solvers.zero_terminal import (
-    ZeroTerminalStart,
     check_zero_terminal_model,
+    for_path,
     is_zero_terminal,
 )
 
@@ -229,7 +229,7 @@ def sample(
         raise TypeError("score must be callable as score(x, t)")
     if is_zero_terminal(sde):  # m(T) = 0: every solver starts with the limit step
         check_zero_terminal_model(score)
-        solver = ZeroTerminalStart(solver)
+    solver = for_path(solver, sde)
     if x_T is not None:
         if shape is not None and tuple(shape) != tuple(x_T.shape):
             raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape = {tuple(shape)}")

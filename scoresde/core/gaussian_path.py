@@ -104,8 +104,7 @@ class GaussianPath(SDE):
         self._mean_rate, self._std_rate = mean_rate, std_rate
         self._log_snr_inverse = log_snr_inverse
         self._check_path()
-        m_T, s_T = self.marginal(torch.tensor(T, dtype=torch.float64))
-        self.terminal_mean, self._prior_std = float(m_T), float(s_T)
+        self._prior_std = float(self.marginal(torch.tensor(T, dtype=torch.float64))[1])
 
     # -- the path ---------------------------------------------------------------------------
     def marginal(self, t: Tensor | float) -> tuple[Tensor, Tensor]:

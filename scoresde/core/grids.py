@@ -63,7 +63,7 @@ def _pin_ends(t: Tensor, sde: SDE, eps: float) -> Tensor:
 def _from_start(rule: Callable[[float, int], Tensor], sde: SDE, steps: int, eps: float) -> Tensor:
     """rule(start, points) on [eps, start]: from T, or on a zero-SNR path T first and then
     N - 1 points from the uniform grid's t_1 (module doc)."""
-    if float(sde.marginal(torch.tensor(sde.T, dtype=torch.float64))[0]) > 0:
+    if not sde.reaches_zero_snr():
         return _pin_ends(rule(sde.T, steps), sde, eps)
     if steps <= 2:
         return uniform_grid(sde, steps, eps)

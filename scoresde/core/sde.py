@@ -119,6 +119,11 @@ class SDE:
         return broadcast_time(m, x0) * x0 + broadcast_time(s, x0) * noise
 
     # -- validation, for entry points -----------------------------------------------------------
+    def reaches_zero_snr(self) -> bool:
+        """True when m(T) = 0 (zero terminal SNR: rectified flow, rescaled DDPM tables); one
+        host read, for entry points."""
+        return float(self.marginal(torch.tensor(self.T, dtype=torch.float64))[0]) == 0.0
+
     def check_time(self, t: Tensor | float, name: str = "t") -> Tensor:
         """``t`` as a tensor, after checking it lies in [0, T] (reads it on the host)."""
         t = as_time_tensor(t)

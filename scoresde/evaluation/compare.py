@@ -77,7 +77,7 @@ from scoresde.models import ModelSpec, load_model
 from scoresde.models.check import check_model as run_model_check
 from scoresde.solvers import registry
 from scoresde.solvers.base import Solver
-from scoresde.solvers.zero_terminal import ZeroTerminalStart, is_zero_terminal
+from scoresde.solvers.zero_terminal import for_path
 
 
 def compare(
@@ -322,17 +322,16 @@ def run_problem(
         )
 
     tested = {k: v for k, v in floor_values.items() if k != "coupled"}
-    zero_snr = is_zero_terminal(problem.sde)
     records = []
     for spec, solver in solver_objs.items():
         grid = spec.grid or time_grid
         times = spec.times if spec.times is not None else grid
         if solver.adaptive and spec.times is not None:
             times = "uniform"  # an adaptive solver reads only eps from its grid
-        # on a zero-SNR path sample() adds the limit step: plan the budget with it
-        planner = ZeroTerminalStart(solver) if zero_snr and spec.times is None else None
+        # plan the budgets with what sample() runs (on a zero-SNR path: the limit step too)
+        planner = for_path(solver, problem.sde)
         for budget, steps, configured in jobs_for(spec, solver, budgets):
-            if planner is not None and budget and not solver.adaptive:
+            if planner is not solver and spec.times is None and budget and not solver.adaptive:
                 steps = planner.steps_for_nfe(budget)
                 if steps < 2:
                     continue

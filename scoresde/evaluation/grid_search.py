@@ -276,7 +276,7 @@ def tune_grid(
     if init != "best" and init not in GRIDS:
         raise ValueError(f"init must be 'best' or one of {', '.join(GRIDS)}, got {init!r}")
     eps = default_eps(sde) if eps is None else float(eps)
-    if not float(sde.marginal(torch.tensor(sde.T, dtype=torch.float64))[0]) > 0:
+    if sde.reaches_zero_snr():
         raise ValueError("sde: tune_grid does not yet tune paths with m(T) = 0")
 
     gen = torch.Generator(device).manual_seed(seed)

@@ -62,14 +62,15 @@ from scoresde.solvers.base import Run, Solver, StepCallback, affine
 ADAPTIVE_START_MEAN = 1e-4
 
 
-def terminal_mean(sde: SDE) -> float:
-    """m(T) as a host float (one read, at set-up)."""
-    return float(sde.marginal(torch.tensor(sde.T, dtype=torch.float64))[0])
-
-
 def is_zero_terminal(sde: SDE) -> bool:
-    """True when the path reaches m(T) = 0 (zero terminal SNR)."""
-    return terminal_mean(sde) == 0.0
+    """True when the path reaches m(T) = 0 (zero terminal SNR): ``SDE.reaches_zero_snr``."""
+    return sde.reaches_zero_snr()
+
+
+def for_path(solver: Solver, sde: SDE) -> Solver:
+    """The solver ``sample`` runs on ``sde``: ``solver`` itself, or on a path with m(T) = 0
+    wrapped in ``ZeroTerminalStart`` (its ``planned_nfe`` then counts the limit step)."""
+    return ZeroTerminalStart(solver) if is_zero_terminal(sde) else solver
 
 
 def predicts_x0_at_zero_snr(score: Any) -> bool:
