@@ -25,7 +25,8 @@ from scoresde.evaluation import steps_for_budget
 from scoresde.evaluation.metrics import sliced_wasserstein
 from scoresde.evaluation.targets import mixture_2d, mixture_8d
 
-# Found by scoresde.evaluation.grid_search.optimise_grid("dpm_solver" order 3, discrete linear VP,
+# Found by the former scoresde.evaluation.grid_search.optimise_grid (Nelder-Mead; tune_grid
+# replaced it)("dpm_solver" order 3, discrete linear VP,
 # mixture_2d, steps=10, samples=4096, max_evaluations=1200, objective="sw"): 10 evaluation
 # times T .. t_9 (the last one moved up from eps by free_end).
 OPTIMISED_GRID_2D_10 = [1.0, 0.89305, 0.6255, 0.51864, 0.41151, 0.26223, 0.14523, 0.06986,

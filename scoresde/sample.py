@@ -210,9 +210,11 @@ def sample(
             ``adapters.bind_condition``; for classifier-free guidance wrap the score in
             ``ClassifierFreeGuidance`` and give the condition here.
         grad: build the autograd graph through the run, so the samples are differentiable in
-            the network's parameters or ``x_T`` (guidance and sampler research). Default
-            False: the run is under ``torch.no_grad()`` and keeps no graph, whatever
-            ``requires_grad`` the network's parameters have.
+            the network's parameters, ``x_T``, or a ``time_grid`` tensor that requires grad
+            (grid tuning: every coefficient of the plan and the network's time input then
+            carry the gradient; solvers with ``differentiable_grid``). Default False: the
+            run is under ``torch.no_grad()`` and keeps no graph, whatever ``requires_grad``
+            the network's parameters have.
 
     Returns:
         ``Solution``. Raises ``NonFiniteSampleError`` naming the first step whose result
@@ -251,6 +253,12 @@ def sample(
     if steps is None and not isinstance(time_grid, Tensor):
         steps = DEFAULT_STEPS
     grid = make_time_grid(sde, steps, time_grid, eps)
+    if grad and grid.requires_grad and (not solver.differentiable_grid or is_zero_terminal(sde)):
+        raise ValueError(
+            f"time_grid: {solver.describe()} does not differentiate through its time grid "
+            "here; solvers that do, on paths with m(T) > 0: ddim, ode_euler, ode_heun, "
+            "dpm_solver, dpm_solver++, deis (log_rho), unipc, ipndm"
+        )
     generator = _make_generator(generator, device)
     start_state = generator.get_state()
 

@@ -34,7 +34,7 @@ def test_compare_end_to_end(tmp_path, capsys):
         assert text.count(solver) >= 2  # one row per budget
     assert "reference: ode_dopri5 float64" in text and "reverse SDE: euler_maruyama" in text
     data = json.loads((out / "results.json").read_text())
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     assert len(data["records"]) == 6
     keys = {
         "target",
@@ -56,13 +56,19 @@ def test_compare_end_to_end(tmp_path, capsys):
         "floor",
         "floor_stderr",
         "extra",
+        "verdict",
+        "margin",
+        "replicates_to_decide",
     }
     for r in data["records"]:
         assert set(r) == keys
         assert set(r["metrics"]) == set(METRICS) == set(r["floor"]) == set(r["stderr"])
         assert set(r["p_value"]) == set(METRICS) - {"coupled"}
         assert r["nfe"] <= r["budget"] and r["replicates"] == 10 and r["samples"] == 100
-        assert r["at_floor"] == all(p >= 0.01 / 6 for p in r["p_value"].values())
+        assert r["at_floor"] == (r["verdict"] == "at floor")
+        if r["verdict"] == "differs":
+            assert min(r["p_value"].values()) < 0.01 / 6
+        assert set(r["margin"]) == set(r["p_value"])
     assert set(data["summary"]["gmm2d"]) == {"euler_maruyama", "ode_heun", "ddpm_ancestral"}
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 6 and float(rows[0]["sw1"]) > 0 and float(rows[0]["se_sw1"]) > 0
@@ -195,7 +201,11 @@ def test_solver_specs_options_grids_and_floor_summary(capsys):
             assert not before or not before[-1].at_floor
     text = sd.evaluation.format_floor_summary(records)
     assert text.splitlines()[0].startswith("fewest NFE at the floor")
-    assert len(text.splitlines()) == 2 + len(specs)
+    lines = text.splitlines()
+    assert [line.split()[0] for line in lines[3 : 3 + len(specs)]] == specs
+    rest = lines[3 + len(specs) :]
+    undetermined = {(r.target, r.solver) for r in records if r.verdict == "undetermined"}
+    assert len(rest) == (1 + len(undetermined) if undetermined else 0)
 
 
 def _check_error_plot_styles():

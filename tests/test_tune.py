@@ -26,7 +26,7 @@ def gaussian_model():
 @pytest.fixture(scope="module")
 def tuned():
     return sd.tune_grid(gaussian_model(), "dpm_solver++:order=3", 5, samples=64, held_out=256,
-                        max_evaluations=80, seed=3)  # fmt: skip
+                        iterations=30, seed=3)  # fmt: skip
 
 
 def test_a_tuned_grid_beats_every_named_grid_on_held_out_starts(tuned):
@@ -39,7 +39,7 @@ def test_a_tuned_grid_beats_every_named_grid_on_held_out_starts(tuned):
 
 def test_tuning_is_deterministic_under_a_seed(tuned):
     again = sd.tune_grid(gaussian_model(), "dpm_solver++:order=3", 5, samples=64, held_out=256,
-                         max_evaluations=80, seed=3)  # fmt: skip
+                         iterations=30, seed=3)  # fmt: skip
     assert torch.equal(again.grid, tuned.grid) and again.held_out_error == tuned.held_out_error
 
 
@@ -123,6 +123,6 @@ def test_the_exact_score_is_what_the_mixture_model_tunes_on():
     # an analytic target is a model with an exact score: tune_grid takes it as a bare function
     g = mixture_2d()
     res = sd.tune_grid(g.exact_score(SDE), "unipc", 5, sde=SDE, shape=(2,), samples=32,
-                       held_out=64, max_evaluations=20, seed=1)  # fmt: skip
+                       held_out=64, iterations=10, seed=1)  # fmt: skip
     assert res.model == "custom" and set(res.named) == set(sd.grids.GRIDS)
     assert res.init in res.named and np.isfinite(res.held_out_error)

@@ -321,10 +321,16 @@ def _parser() -> argparse.ArgumentParser:
         help="held-out starts the table is measured on (default %(default)s)",
     )
     tu.add_argument(
-        "--max-evaluations",
+        "--iterations",
         type=int,
-        default=150,
-        help="solver runs the optimiser may spend (default %(default)s)",
+        default=60,
+        help="gradient steps through the solver, one run each (default %(default)s)",
+    )
+    tu.add_argument(
+        "--init",
+        default="best",
+        help="start: best (lowest-error named grid), dp (GITS' dynamic programme over a "
+        "teacher trajectory) or a grid rule (default %(default)s)",
     )
     tu.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
     tu.add_argument(
@@ -503,7 +509,8 @@ def _tune(args: argparse.Namespace) -> int:
             seed=args.seed,
             samples=args.samples,
             held_out=args.held_out,
-            max_evaluations=args.max_evaluations,
+            iterations=args.iterations,
+            init=args.init,
             device=args.device,
             progress=not args.no_progress,
         )

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from scoresde.core.grids import GRIDS
 from scoresde.evaluation.grid_search import tune_grid
-from scoresde.models import load_model
+from scoresde.models import ModelSpec, load_model
 
 REPLICATES = 4  # held-out samples split for the evaluator's metrics and their s.e.
 
@@ -31,7 +31,8 @@ def tune_report(
     seed: int = 0,
     samples: int = 128,
     held_out: int = 512,
-    max_evaluations: int = 150,
+    iterations: int = 60,
+    init: str = "best",
     device: str = "cpu",
     progress: bool = True,
 ) -> str:
@@ -41,7 +42,7 @@ def tune_report(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(desc="tune", unit="run", total=max_evaluations + 2 * len(GRIDS) + 2)
+        bar = tqdm(desc="tune", unit="run", total=iterations + 2 * len(GRIDS) + 2)
     start = time.perf_counter()
     try:
         tuned = tune_grid(
@@ -50,7 +51,8 @@ def tune_report(
             nfe,
             samples=samples,
             held_out=held_out,
-            max_evaluations=max_evaluations,
+            iterations=iterations,
+            init=init,
             seed=seed,
             device=device,
             on_run=None if bar is None else (lambda: bar.update(1)),
@@ -64,13 +66,8 @@ def tune_report(
     path = tuned.save(out)
     rows = {**{rule: tuned.named[rule] for rule in GRIDS}, "tuned": [
         tuned.held_out_error, tuned.held_out_stderr]}  # fmt: skip
-    metrics: dict[str, dict[str, list[float]]] = {}
+    metrics = held_out_metrics(spec, held)
     evaluator = spec.evaluator
-    if evaluator is not None:
-        for label, x in held.items():
-            n = x.shape[0] // REPLICATES
-            reps = x[: n * REPLICATES].reshape(REPLICATES, n, *x.shape[1:])
-            metrics[label] = evaluator(reps)
     names = list(evaluator.metrics) if evaluator is not None else []
     head = f"{'grid':<10} {'coupled (held out)':>20}" + "".join(f" {m:>18}" for m in names)
     lines = [
@@ -93,6 +90,18 @@ def tune_report(
         "generate",
     ]
     return "\n".join(lines)
+
+
+def held_out_metrics(spec: ModelSpec, held: dict[str, Tensor]) -> dict[str, dict[str, list]]:
+    """{grid label: {metric: values}}: the model's evaluator on REPLICATES equal parts of each
+    grid's held-out samples (empty without an evaluator)."""
+    if spec.evaluator is None:
+        return {}
+    out = {}
+    for label, x in held.items():
+        n = x.shape[0] // REPLICATES
+        out[label] = spec.evaluator(x[: n * REPLICATES].reshape(REPLICATES, n, *x.shape[1:]))
+    return out
 
 
 def _mean_se(values: list[float] | None) -> str:

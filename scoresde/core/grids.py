@@ -115,14 +115,16 @@ def make_time_grid(
     """The (N + 1,) float64 grid T = t_0 > ... > t_{N-1} = eps > t_N = 0 (see module doc).
 
     ``time_grid`` is a rule name (``GRIDS``) or a tensor of N evaluation times; with a tensor,
-    ``steps`` may be None or must equal its length.
+    ``steps`` may be None or must equal its length. A tensor that requires grad stays in the
+    autograd graph.
     """
     if isinstance(time_grid, Tensor):
-        t = time_grid.detach().to("cpu", torch.float64).flatten()
+        # a grid that requires grad keeps its graph: sample(grad=True) differentiates in it
+        t = time_grid.to("cpu", torch.float64).flatten()
         if t.numel() < 1:
             raise ValueError("time_grid tensor must hold at least one time")
-        check_times("time_grid", t, 0.0, sde.T, include_low=False)
-        if t.numel() > 1 and not bool((torch.diff(t) < 0).all()):
+        check_times("time_grid", t.detach(), 0.0, sde.T, include_low=False)
+        if t.numel() > 1 and not bool((torch.diff(t.detach()) < 0).all()):
             raise ValueError("time_grid must be strictly decreasing (from T towards 0)")
         if steps is not None and steps != t.numel():
             raise ValueError(f"steps = {steps} does not match the time_grid length {t.numel()}")
@@ -138,4 +140,4 @@ def make_time_grid(
                 f"the {time_grid} grid with steps = {steps} and eps = {eps} is not strictly "
                 "decreasing (too many steps for the float64 resolution of this schedule)"
             )
-    return torch.cat([t, torch.zeros(1, dtype=torch.float64)])
+    return torch.cat([t, t.new_zeros(1)])

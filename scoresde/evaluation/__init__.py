@@ -12,8 +12,11 @@ and the runs they make), ``problem`` (a target or a model), ``runner`` (running 
 from scoresde.evaluation.compare import compare, run_problem
 from scoresde.evaluation.estimates import (
     Estimate,
+    Verdict,
+    equivalence_margin,
     estimate,
     floor_test,
+    floor_verdict,
     one_sample_p_value,
     welch_p_value,
 )
@@ -29,7 +32,12 @@ from scoresde.evaluation.settings import (
 )
 from scoresde.evaluation.specs import SolverSpec, steps_for_budget
 from scoresde.evaluation.table import format_floor_summary, format_table
-from scoresde.evaluation.verdicts import convergence_orders, fewest_nfe_at_floor
+from scoresde.evaluation.verdicts import (
+    convergence_orders,
+    fewest_nfe_at_floor,
+    fewest_nfe_pathwise,
+    inversions,
+)
 
 __all__ = [
     "DEFAULT_BUDGETS",
@@ -41,13 +49,18 @@ __all__ = [
     "Record",
     "SampleCollector",
     "SolverSpec",
+    "Verdict",
     "compare",
     "convergence_orders",
+    "equivalence_margin",
     "estimate",
     "fewest_nfe_at_floor",
+    "fewest_nfe_pathwise",
     "floor_test",
+    "floor_verdict",
     "format_floor_summary",
     "format_table",
+    "inversions",
     "one_sample_p_value",
     "path_from_spec",
     "records_to_csv",

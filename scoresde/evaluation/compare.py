@@ -20,12 +20,15 @@ The design (docs/findings.md shows it at work):
   independent sample).
 - The floor is the ODE reference itself, scored like a solver: it is exact sampling from the
   same x_T (on an analytic target it is checked against the target's own sampler). A run is
-  "at the floor" when none of its metrics differs significantly from exact sampling, each at
-  level alpha / (number of metrics) (Bonferroni): MMD^2 against 0 and the cross-entropy
-  against the target's entropy (one-sample t-tests: their exact-sampling expectations are
-  known), the others against the reference's replicate values (Welch t-tests, which the
-  shared x_T makes conservative). One-sided for distances, two-sided for the cross-entropy
-  (``scoresde.evaluation.estimates``).
+  "at the floor" only by an equivalence test: every metric's difference from exact sampling
+  lies, with 95 % confidence, within a margin delta, the metric's spread between two
+  independent exact sample sets of the same size. It "differs" when a metric differs
+  significantly, each at level alpha / (number of metrics) (Bonferroni): MMD^2 against 0 and
+  the cross-entropy against the target's entropy (one-sample t-tests: their exact-sampling
+  expectations are known), the others against the reference's replicate values (Welch
+  t-tests, which the shared x_T makes conservative). One-sided for distances, two-sided for
+  the cross-entropy. Otherwise the run is "undetermined", with the replicates that would
+  decide (``scoresde.evaluation.estimates``).
 - Data-side metrics. A model that brings an evaluator (``scoresde.models.evaluator``: e.g. a
   Fréchet distance in a classifier's features, a label histogram, a nearest-training-image
   distance) adds its metrics to every run, tested against the reference like the others, and
@@ -51,7 +54,7 @@ from scoresde.core.checks import (
 from scoresde.core.grids import GRIDS
 from scoresde.core.schedules import NoiseSchedule
 from scoresde.core.sde import SDE, VPSDE
-from scoresde.evaluation.estimates import floor_test, welch_p_value
+from scoresde.evaluation.estimates import floor_verdict, welch_p_value
 from scoresde.evaluation.paths import path_from_spec
 from scoresde.evaluation.problem import Problem, build_problem
 from scoresde.evaluation.record import Record
@@ -322,6 +325,9 @@ def run_problem(
         )
 
     tested = {k: v for k, v in floor_values.items() if k != "coupled"}
+    if problem.target is not None:  # exact sampling judged like a solver: it must be at floor
+        exact_verdict = floor_verdict(exact_values, tested, alpha, two_sided, score.expected)
+        extra["exact_sampler_verdict"] = exact_verdict.label
     records = []
     for spec, solver in solver_objs.items():
         grid = spec.grid or time_grid
@@ -340,7 +346,7 @@ def run_problem(
             sol, x, wall = run(configured, steps, times)
             values = score(x, configured.pathwise_limit)
             means, ses = summarise(values)
-            p, at_floor = floor_test(values, tested, alpha, two_sided, score.expected)
+            verdict = floor_verdict(values, tested, alpha, two_sided, score.expected)
             nfe = round(sol.stats.get("nfe_per_sample", sol.nfe))
             if on_samples is not None:
                 on_samples(spec.label, nfe, x)
@@ -360,11 +366,14 @@ def run_problem(
                     wall_s=wall,
                     metrics=means,
                     stderr=ses,
-                    p_value=p,
-                    at_floor=at_floor,
+                    p_value=verdict.p_value,
+                    at_floor=verdict.label == "at floor",
                     floor=floor,
                     floor_stderr=floor_se,
                     extra=dict(extra, pathwise_limit=configured.pathwise_limit),
+                    verdict=verdict.label,
+                    margin=verdict.margin,
+                    replicates_to_decide=verdict.replicates_to_decide,
                 )
             )
             if budget == 0 and nfe > budgets[-1]:

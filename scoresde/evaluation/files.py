@@ -18,16 +18,23 @@ from scoresde.core.output_dir import atomic_write, check_output_dir
 from scoresde.evaluation.plots import plot_error_vs_nfe
 from scoresde.evaluation.record import Record
 from scoresde.evaluation.settings import SCHEMA_VERSION
-from scoresde.evaluation.verdicts import convergence_orders, fewest_nfe_at_floor
+from scoresde.evaluation.verdicts import (
+    convergence_orders,
+    fewest_nfe_at_floor,
+    fewest_nfe_pathwise,
+)
 
 
 def summary(records: Sequence[Record]) -> dict[str, Any]:
-    """The verdicts as plain data: {target: {solver: {"fewest_nfe_at_floor", "order"}}}."""
+    """The verdicts as plain data: {target: {solver: {"fewest_nfe_at_floor",
+    "fewest_nfe_pathwise", "order"}}}."""
     first, orders = fewest_nfe_at_floor(records), convergence_orders(records)
+    pathwise = fewest_nfe_pathwise(records)
     out: dict[str, Any] = {}
     for (target, solver), nfe in first.items():
         out.setdefault(target, {})[solver] = {
             "fewest_nfe_at_floor": nfe,
+            "fewest_nfe_pathwise": pathwise[(target, solver)],
             "order": orders[(target, solver)],
         }
     return out
@@ -60,6 +67,8 @@ CSV_FIELDS = (
     "seed",
     "wall_s",
     "at_floor",
+    "verdict",
+    "replicates_to_decide",
 )
 
 

@@ -1,191 +1,135 @@
-"""Time grids optimised for a solver, a schedule and a step count.
+"""Time grids tuned for a solver at a budget on the user's own model, by gradient descent
+through the solver.
 
-``optimise_grid`` picks the N evaluation times T = t_0 > ... > t_{N-1} = eps of a deterministic
-solver by minimising its measured global error on a target whose score is known exactly:
+``tune_grid`` picks the N evaluation times T = t_0 > ... > t_(N-1) of a deterministic solver by
+minimising its coupled error to a converged teacher from the same starts,
 
-    error(grid) = SW1(x_solver(x_T; grid), x_ref(x_T))    (default; or the pathwise RMSE)
+    error(grid) = E_(x_T) |x_solver(x_T; grid) - x_teacher(x_T)|,
 
-where x_ref is the same start x_T carried through the probability-flow ODE by the adaptive
-Dormand–Prince solver at tight tolerance, then Tweedie's denoiser at eps (the same final step
-the solver takes). The interior points are parametrised by N - 1 positive increments in
-lambda = log(alpha / sigma), lambda_i = lambda_T + (lambda_eps - lambda_T) cumsum(softmax(theta)),
-so every candidate is a valid strictly decreasing grid; theta starts at the log-SNR-uniform
-grid (all zeros) or another rule's grid, and scipy's Nelder–Mead minimises the error. The
-result is a plain float64 tensor of N times that ``sample(time_grid=...)`` takes, and that
-``torch.save`` stores.
+x_teacher the probability-flow ODE by adaptive Dormand-Prince at tight tolerance, then the same
+final step at eps. Which anchor each piece follows:
 
-A grid found on one target transfers to models on the same schedule the way hand-made grids do
-(it encodes where along lambda the solver needs its steps); the report gives the error on a
-held-out set of starts so over-fitting to the training starts shows.
+- The parametrisation (LD3, Tong et al. 2025): the N - 1 times after T are positive
+  increments in lambda = log(m / s), a cumulative softmax of logits theta over
+  [lambda(T), lambda(eps)], so every candidate is a valid strictly decreasing grid; with
+  ``free_end`` one more logit pulls the last time up from eps by a sigmoid share of the span
+  (the final denoiser then covers the rest, like a last solver step).
+- The objective (LD3; GITS, Chen et al. 2024): the teacher run from the same x_T, about a
+  hundred training starts, reported on held-out starts so over-fitting shows.
+- The optimiser (LD3): gradient descent (Adam) through the solver itself. ``sample(grad=True)``
+  with a grid that requires grad differentiates every coefficient of the solver's plan and
+  the network's time input (``scoresde.solvers.plan_scalars``); t(lambda) is the schedule's
+  inverse log-SNR, whose derivative is 1 / (d lambda / dt) (the implicit-function rule), so
+  the schedule needs no differentiable inverse. The best iterate is kept, so the result is
+  never worse on the training starts than its start.
+- The start: the named grid with the lowest training error, a named rule, or ``"dp"``, the
+  dynamic-programming pick over a fine teacher trajectory of GITS: the N points of a fine
+  log-SNR grid that minimise the summed local error of first-order (DDIM) steps between
+  them, each step's error measured against the teacher's own states.
+
+An analytic target is just a model with an exact score: ``tune_grid(target.exact_score(sde),
+..., sde=sde, shape=(dim,))``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import scipy.optimize
 import torch
 from torch import Tensor
 
-from scoresde.core.adapters import Score
 from scoresde.core.checks import check_positive_int
 from scoresde.core.grids import GRIDS, make_time_grid
 from scoresde.core.sde import SDE
-from scoresde.evaluation.metrics import sliced_wasserstein
 from scoresde.evaluation.specs import SolverSpec
-from scoresde.evaluation.targets import GaussianMixture
 from scoresde.evaluation.tuned_grid import TunedGrid
-from scoresde.likelihood import decode
 from scoresde.models import ModelSpec, load_model
 from scoresde.models.fingerprint import model_fingerprint
 from scoresde.sample import default_eps, sample
 from scoresde.solvers import registry
-from scoresde.solvers.base import Solver, tweedie_coefficients
 
-
-def _rmse(x: Tensor, ref: Tensor) -> float:
-    return float((x - ref).pow(2).mean().sqrt())
-
-
-OBJECTIVES = {"sw": sliced_wasserstein, "rmse": _rmse}
-
-
-@dataclass
-class GridResult:
-    """grid: (N,) float64 evaluation times T .. eps.  error / initial_error: the objective on
-    the training starts; held_out_error / held_out_initial: on fresh starts.  evaluations:
-    solver runs spent."""
-
-    grid: Tensor
-    error: float
-    initial_error: float
-    held_out_error: float
-    held_out_initial: float
-    evaluations: int
-    init: str
+INITS = ("best", "dp", *GRIDS)
+DP_POINTS = 64  # points of the fine log-SNR teacher trajectory of init="dp"
 
 
 def _lam(sde: SDE, t: Tensor) -> Tensor:
     return 0.5 * sde.log_snr(t)
 
 
-def _grid_from_theta(
-    sde: SDE, theta: np.ndarray, lam_T: float, lam_eps: float, T: float, eps: float, free_end: bool
-) -> Tensor:
-    span = lam_eps - lam_T
-    if free_end:  # the last parameter pulls the end back from lambda(eps): span * sigmoid(rho)
-        theta, rho = theta[:-1], theta[-1]
-        span = span / (1 + np.exp(-rho))
-    w = np.exp(theta - theta.max())
-    frac = np.concatenate([[0.0], np.cumsum(w / w.sum())])
-    lam = torch.as_tensor(lam_T + span * frac, dtype=torch.float64)
-    t = sde.t_from_log_snr(2 * lam).clamp(eps, T)
-    t[0] = T
-    if not free_end:
-        t[-1] = eps
-    return t
+class GridMap:
+    """theta -> the N evaluation times, differentiably (module doc): lambda_i = lambda_T +
+    span * cumsum(softmax(theta[:N-1]))_i, span = (lambda_eps - lambda_T) sigmoid(theta[-1])
+    with ``free_end`` (else the whole span), and t_i = t(lambda_i) with t(lambda)'s
+    derivative 1 / lambda'(t)."""
+
+    def __init__(self, sde: SDE, T: float, eps: float, free_end: bool) -> None:
+        self.sde, self.T, self.eps, self.free_end = sde, T, eps, free_end
+        ends = _lam(sde, torch.tensor([T, eps], dtype=torch.float64))
+        self.lam_T, self.lam_eps = float(ends[0]), float(ends[1])
+
+    def lambdas(self, theta: Tensor) -> Tensor:
+        span = self.lam_eps - self.lam_T
+        logits = theta
+        if self.free_end:
+            logits, span = theta[:-1], span * torch.sigmoid(theta[-1])
+        frac = torch.cumsum(torch.softmax(logits, 0), 0)
+        return torch.cat([theta.new_full((1,), self.lam_T), self.lam_T + span * frac])
+
+    def __call__(self, theta: Tensor) -> Tensor:
+        lam = self.lambdas(theta)
+        with torch.no_grad():
+            t0 = self.sde.t_from_log_snr(2 * lam).clamp(self.eps, self.T)
+        t_req = t0.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (slope,) = torch.autograd.grad(_lam(self.sde, t_req).sum(), t_req)
+        t = t0 + (lam - lam.detach()) / slope  # value t0, derivative d t / d lambda
+        t = torch.cat([t0.new_full((1,), self.T), t[1:]])  # T is fixed
+        if not self.free_end:
+            t = torch.cat([t[:-1], t0.new_full((1,), self.eps)])
+        return t
+
+    def theta_of(self, grid: Tensor) -> Tensor:
+        """Logits that map back to ``grid`` (its increments in lambda; with ``free_end`` a
+        last logit of 4, sigmoid(4) = 0.98 of the span, unless the grid ends short)."""
+        lam = _lam(self.sde, grid.detach().to(torch.float64))
+        inc = torch.diff(lam).clamp_min(1e-12)
+        theta = inc.log()
+        if not self.free_end:
+            return theta
+        share = float((lam[-1] - self.lam_T) / (self.lam_eps - self.lam_T))
+        share = min(max(share, 1e-6), 0.98)
+        return torch.cat([theta, theta.new_full((1,), math.log(share / (1 - share)))])
 
 
-def _theta_from_grid(sde: SDE, grid: Tensor, free_end: bool) -> np.ndarray:
-    lam = _lam(sde, grid).numpy()
-    theta = np.log(np.clip(np.diff(lam), 1e-12, None))
-    return np.append(theta, 4.0) if free_end else theta  # sigmoid(4) = 0.98 of the span
-
-
-def minimise(loss: Callable[[np.ndarray], float], theta0: np.ndarray, max_evaluations: int):
-    """The one optimiser of this module: scipy's adaptive Nelder–Mead on the grid parameters
-    theta (softmax increments in lambda, see the module doc), at most ``max_evaluations``
-    solver runs."""
-    return scipy.optimize.minimize(
-        loss,
-        theta0,
-        method="Nelder-Mead",
-        options={"maxfev": max_evaluations, "xatol": 1e-3, "fatol": 1e-7, "adaptive": True},
-    )
-
-
-def _reference(score, sde: SDE, x_T: Tensor, eps: float) -> Tensor:
-    x_eps = decode(score, sde, x_T, rtol=1e-8, atol=1e-8, eps=eps).value
-    a, b = tweedie_coefficients(sde, eps)
-    return x_eps * a + score(x_eps, torch.full((x_T.shape[0],), eps, dtype=x_T.dtype)) * b
-
-
-def optimise_grid(
-    solver: str | Solver,
-    sde: SDE,
-    target: GaussianMixture,
-    steps: int,
-    *,
-    eps: float = 1e-3,
-    samples: int = 1024,
-    init: str = "logsnr",
-    max_evaluations: int = 400,
-    seed: int = 0,
-    free_end: bool = True,
-    objective: str = "sw",
-) -> GridResult:
-    """The N = ``steps`` evaluation times minimising ``solver``'s error on ``target``.
-
-    Args:
-        solver: a deterministic solver (name or instance), e.g. "dpm_solver++".
-        sde: the SDE and schedule to sample (e.g. ``VPSDE(CosineSchedule())``).
-        target: a Gaussian mixture with exact score (``scoresde.evaluation.targets``).
-        steps: N (as in ``sample``); the solver spends ``planned_nfe(N)`` evaluations.
-        eps: the last evaluation time.
-        samples: starts x_T for the objective (float64); as many again are held out.
-        init: the grid rule to start from ("logsnr", "uniform", "quadratic", "karras").
-        max_evaluations: Nelder–Mead's budget of solver runs.
-        free_end: let the last evaluation time move up from ``eps`` (the final denoiser then
-            covers the rest of the way to 0, like a last solver step); the reference always
-            goes to ``eps``. False pins t_{N-1} = eps.
-        objective: "sw" (sliced W1 between the solver's outputs and the reference outputs,
-            fixed projections: the distributions should match) or "rmse" (pathwise error).
-    """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
-    measure = OBJECTIVES[objective]
-    solver = registry.get(solver)
-    if solver.stochastic or solver.adaptive:
-        raise ValueError(
-            f"optimise_grid needs a deterministic fixed-grid solver, got {solver.describe()}"
-        )
-    steps = check_positive_int("steps", steps, minimum=3)
-    samples = check_positive_int("samples", samples)
-    score = Score(lambda x, t: target.eps(x, t, sde), sde, "eps")
-    gen = torch.Generator().manual_seed(seed)
-    starts = sde.prior_sample((2 * samples, target.dim), gen, dtype=torch.float64)
-    train, held = starts[:samples], starts[samples:]
-    ref_train, ref_held = (_reference(score, sde, x, eps) for x in (train, held))
-    grid0 = make_time_grid(sde, steps, init, eps)[:-1]
-    lam_T, lam_eps = (float(v) for v in _lam(sde, grid0[[0, -1]]))
-
-    def error(grid: Tensor, x_T: Tensor, ref: Tensor) -> float:
-        out = sample(score, sde, x_T=x_T, solver=solver, steps=steps, time_grid=grid, eps=eps)
-        e = measure(out.samples, ref)
-        return e if np.isfinite(e) else 1e6
-
-    def loss(theta: np.ndarray) -> float:
-        return error(to_grid(theta), train, ref_train)
-
-    def to_grid(theta: np.ndarray) -> Tensor:
-        return _grid_from_theta(sde, theta, lam_T, lam_eps, float(grid0[0]), eps, free_end)
-
-    theta0 = _theta_from_grid(sde, grid0, free_end)
-    res = minimise(loss, theta0, max_evaluations)
-    best = to_grid(res.x)
-    return GridResult(
-        grid=best,
-        error=float(res.fun),
-        initial_error=loss(theta0),
-        held_out_error=error(best, held, ref_held),
-        held_out_initial=error(to_grid(theta0), held, ref_held),
-        evaluations=int(res.nfev),
-        init=init,
-    )
+def descend(
+    loss: Callable[[Tensor], Tensor], theta0: Tensor, iterations: int, lr: float
+) -> tuple[Tensor, float, int]:
+    """The one optimiser of grid tuning: Adam on theta for ``iterations`` steps of the full
+    training batch; returns the best iterate seen, its loss and the runs spent. A non-finite
+    loss or gradient leaves theta where it was and halves the step size."""
+    theta = theta0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=lr)
+    best, best_loss, runs = theta0.detach().clone(), math.inf, 0
+    for _ in range(iterations):
+        opt.zero_grad()
+        value = loss(theta)
+        runs += 1
+        if not bool(torch.isfinite(value)):
+            for group in opt.param_groups:
+                group["lr"] *= 0.5
+            continue
+        current = float(value.detach())
+        if current < best_loss:
+            best, best_loss = theta.detach().clone(), current
+        value.backward()
+        if not bool(torch.isfinite(theta.grad).all()):
+            for group in opt.param_groups:
+                group["lr"] *= 0.5
+            continue
+        opt.step()
+    return best, best_loss, runs
 
 
 TEACHER_TOL = 1e-6  # rtol = atol of the dopri5 teacher run of tune_grid
@@ -217,7 +161,8 @@ def tune_grid(
     samples: int = 128,
     held_out: int = 256,
     init: str = "best",
-    max_evaluations: int = 150,
+    iterations: int = 60,
+    lr: float = 0.1,
     seed: int = 0,
     eps: float | None = None,
     free_end: bool = True,
@@ -226,27 +171,31 @@ def tune_grid(
     on_held_out: Callable[[str, Tensor], None] | None = None,
 ) -> TunedGrid:
     """The evaluation times at which ``solver`` at ``nfe`` evaluations comes closest to the
-    converged probability-flow ODE on ``model``, measured on the model itself.
+    converged probability-flow ODE on ``model``, measured on the model itself (module doc).
 
     objective(grid) = E |x_solver(x_T; grid) - x_teacher(x_T)|, the coupled error, over
     ``samples`` training starts x_T; x_teacher is the same x_T through the ODE by adaptive
-    Dormand–Prince (rtol = atol = TEACHER_TOL), then the same final step at eps. The N - 1
-    times after T are parametrised by softmax increments in lambda = log(m/s) between
-    lambda(T) and lambda(eps) (every candidate is a valid strictly decreasing grid), and with
-    ``free_end`` the last time may move up from eps (its final denoiser then covers the rest,
-    like a last solver step), as in ``optimise_grid``; started from the named grid with the
-    lowest training error (``init="best"``) or from the named rule ``init``, and minimised by
-    Nelder–Mead (``minimise``, the same optimiser as ``optimise_grid``). The result is never
-    worse on the training starts than its start. Every named grid and the tuned one are then
-    measured on ``held_out`` fresh starts: mean coupled error and its standard error.
+    Dormand–Prince (rtol = atol = TEACHER_TOL), then the same final step at eps. The grid is
+    ``GridMap`` of logits theta, started from ``init`` and moved by ``descend`` (Adam through
+    the solver, ``iterations`` runs with their backward passes). Every named grid and the
+    tuned one are then measured on ``held_out`` fresh starts: mean coupled error and its
+    standard error.
 
     Args:
         model: a ``ModelSpec``, a built-in name, ``module:callable``, or a bare score function
-            (then ``sde`` and ``shape``, the shape of one sample, are required).
-        solver: a deterministic fixed-grid solver spec, ``name[:key=value...]``.
+            (then ``sde`` and ``shape``, the shape of one sample, are required; e.g. a
+            target's ``exact_score(sde)``).
+        solver: a deterministic fixed-grid solver spec, ``name[:key=value...]``, whose plan
+            differentiates through its grid (``Solver.differentiable_grid``: ddim,
+            ode_euler, ode_heun, dpm_solver, dpm_solver++, deis, unipc, ipndm).
         nfe: the budget of score evaluations; N = ``solver.steps_for_nfe(nfe)`` >= 3.
-        samples, held_out: training and held-out starts (x_T from ``seed``).
+        samples: training starts; held_out: held-out starts (x_T from ``seed``).
+        init: "best" (the named grid with the lowest training error), "dp" (GITS' dynamic
+            programme over a fine teacher trajectory) or a named rule (``GRIDS``).
+        iterations: gradient steps (one solver run and its backward pass each); lr: Adam's
+            step size on the logits.
         eps: the last evaluation time (default: ``sample``'s).
+        free_end: let the last time move up from eps.
         on_run: called after every solver run (a progress bar).
         on_held_out: called as on_held_out(label, samples) with the held-out samples of every
             named grid and of the tuned one ("tuned"), for data-side metrics.
@@ -264,6 +213,12 @@ def tune_grid(
             f"solver: tune_grid needs a deterministic fixed-grid solver (its error is a "
             f"function of the grid alone), got {method.describe()}"
         )
+    if not method.differentiable_grid:
+        raise ValueError(
+            f"solver: {method.describe()} does not differentiate through its grid; tune_grid "
+            "takes ddim, ode_euler, ode_heun, dpm_solver, dpm_solver++, deis (log_rho), unipc, "
+            "ipndm"
+        )
     nfe = check_positive_int("nfe", nfe)
     steps = method.steps_for_nfe(nfe)
     if steps < 3:
@@ -273,8 +228,11 @@ def tune_grid(
         )
     samples = check_positive_int("samples", samples, minimum=2)
     held_out = check_positive_int("held_out", held_out, minimum=2)
-    if init != "best" and init not in GRIDS:
-        raise ValueError(f"init must be 'best' or one of {', '.join(GRIDS)}, got {init!r}")
+    iterations = check_positive_int("iterations", iterations)
+    if not (isinstance(lr, float | int) and 0 < lr < 10):
+        raise ValueError(f"lr must lie in (0, 10), got {lr!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     eps = default_eps(sde) if eps is None else float(eps)
     if sde.reaches_zero_snr():
         raise ValueError("sde: tune_grid does not yet tune paths with m(T) = 0")
@@ -293,42 +251,48 @@ def tune_grid(
     }
     runs = 0
 
-    def distances(grid: Tensor, part: str) -> Tensor:
+    def distances(grid: Tensor, part: str, grad: bool = False) -> Tensor:
         nonlocal runs
         runs += 1
         x, c = parts[part]
-        out = sample(score, sde, x_T=x, solver=method, time_grid=grid, eps=eps, condition=c)
+        out = sample(
+            score, sde, x_T=x, solver=method, time_grid=grid, eps=eps, condition=c, grad=grad
+        )
         if on_run is not None:
             on_run()
         if part == "held" and on_held_out is not None:
-            on_held_out(labels.get(id(grid), "tuned"), out.samples)
-        d = (out.samples - teacher[part]).reshape(x.shape[0], -1).norm(dim=1).double()
-        return d if bool(torch.isfinite(d).all()) else torch.full_like(d, 1e6)
+            on_held_out(labels.get(id(grid), "tuned"), out.samples.detach())
+        return (out.samples - teacher[part]).reshape(x.shape[0], -1).norm(dim=1).double()
+
+    def mean_error(grid: Tensor, part: str) -> float:
+        d = distances(grid, part)
+        return float(d.mean()) if bool(torch.isfinite(d).all()) else math.inf
 
     named = {rule: make_time_grid(sde, steps, rule, eps)[:-1] for rule in GRIDS}
     labels = {id(g): rule for rule, g in named.items()}
-    named_train = {rule: float(distances(g, "train").mean()) for rule, g in named.items()}
-    start = min(named_train, key=named_train.__getitem__) if init == "best" else init
-    grid0 = named[start]
-    lam_T, lam_eps = (float(v) for v in _lam(sde, grid0[[0, -1]]))
-
-    def to_grid(theta: np.ndarray) -> Tensor:
-        return _grid_from_theta(sde, theta, lam_T, lam_eps, float(grid0[0]), eps, free_end)
-
-    def loss(theta: np.ndarray) -> float:
-        return float(distances(to_grid(theta), "train").mean())
-
-    res = minimise(loss, _theta_from_grid(sde, grid0, free_end), max_evaluations)
-    best, train_error = to_grid(res.x), float(res.fun)
-    if not train_error < named_train[start]:
-        best, train_error = grid0, named_train[start]
+    named_train = {rule: mean_error(g, "train") for rule, g in named.items()}
+    if init == "dp":
+        x, c = parts["train"]
+        grid0 = dp_grid(score, sde, x, c, steps, eps)
+        start, start_error = "dp", mean_error(grid0, "train")
+    else:
+        start = min(named_train, key=named_train.__getitem__) if init == "best" else init
+        grid0, start_error = named[start], named_train[start]
+    to_grid = GridMap(sde, float(grid0[0]), eps, free_end)
+    theta, train_error, _ = descend(
+        lambda th: distances(to_grid(th), "train", grad=True).mean(),
+        to_grid.theta_of(grid0),
+        iterations,
+        lr,
+    )
+    best = to_grid(theta).detach()
+    if not train_error < start_error:  # the start itself (theta_of may end it short of eps)
+        best, train_error = grid0.clone(), start_error
 
     def held_out_summary(grid: Tensor) -> list[float]:
         d = distances(grid, "held")
         return [float(d.mean()), float(d.std() / math.sqrt(d.numel()))]
 
-    if best is grid0:  # the tuned grid is its start: measure it under its own name too
-        best = grid0.clone()
     tuned_held = held_out_summary(best)
     return TunedGrid(
         grid=best,
@@ -339,7 +303,8 @@ def tune_grid(
         fingerprint=model_fingerprint(spec, device),
         sde=repr(sde),
         objective=f"coupled error to ode_dopri5 rtol=atol={TEACHER_TOL:g}",
-        method="Nelder-Mead on softmax increments in log-SNR",
+        method=f"Adam (lr {lr:g}, {iterations} steps) through the solver on softmax "
+        "increments in log-SNR",
         seed=seed,
         samples=samples,
         held_out=held_out,
@@ -350,6 +315,55 @@ def tune_grid(
         held_out_stderr=tuned_held[1],
         named={rule: held_out_summary(g) for rule, g in named.items()},
     )
+
+
+def dp_grid(
+    score: Callable[[Tensor, Tensor], Tensor],
+    sde: SDE,
+    x_T: Tensor,
+    condition: dict[str, Any] | None,
+    steps: int,
+    eps: float,
+    points: int = DP_POINTS,
+) -> Tensor:
+    """GITS' grid (Chen et al. 2024): the ``steps`` of ``points`` fine times, uniform in
+    lambda from T to eps and both ends kept, that minimise the summed local error of DDIM
+    steps between consecutive chosen points.
+
+    The teacher trajectory x_j is DPM-Solver++ (order 3) through the fine grid, whose score
+    calls give eps_j at each (x_j, t_j). The cost of a step i -> j is the mean over samples of
+    |x_hat_j - x_j| with x_hat_j = m_j x0_i + s_j eps_i, x0_i = (x_i - s_i eps_i) / m_i; a
+    dynamic programme over (points chosen, last point) finds the cheapest path."""
+    fine = make_time_grid(sde, points, "logsnr", eps)[:-1]
+    seen: list[Tensor] = []
+
+    def recorded(x: Tensor, t: Tensor) -> Tensor:
+        out = score(x, t)
+        seen.append(out.detach())
+        return out
+
+    run = sample(recorded, sde, x_T=x_T, solver="dpm_solver++", time_grid=fine, eps=eps,
+                 condition=condition, return_trajectory=True)  # fmt: skip
+    xs = run.trajectory[:points].double().flatten(2)  # states at the fine times
+    scores = torch.stack(seen[:points]).double().flatten(2)
+    m, s = sde.marginal(fine)
+    eps_hat = -s[:, None, None] * scores
+    x0 = (xs - s[:, None, None] * eps_hat) / m[:, None, None]
+    cost = torch.full((points, points), math.inf, dtype=torch.float64)
+    for i in range(points - 1):
+        pred = m[i + 1 :, None, None] * x0[i] + s[i + 1 :, None, None] * eps_hat[i]
+        cost[i, i + 1 :] = (pred - xs[i + 1 :]).norm(dim=-1).mean(-1)
+    # best[k, j]: least cost of a path T -> ... -> j through k + 1 chosen points
+    best = torch.full((steps, points), math.inf, dtype=torch.float64)
+    back = torch.zeros((steps, points), dtype=torch.long)
+    best[0, 0] = 0.0
+    for k in range(1, steps):
+        total = best[k - 1][:, None] + cost  # (from, to)
+        best[k], back[k] = total.min(dim=0)
+    path = [points - 1]
+    for k in range(steps - 1, 0, -1):
+        path.append(int(back[k, path[-1]]))
+    return fine[torch.tensor(path[::-1])]
 
 
 def _rows(condition: dict[str, Any] | None, rows: slice) -> dict[str, Any] | None:

@@ -49,7 +49,7 @@ DEFAULT_SAMPLES, DEFAULT_REPLICATES = 500, 10
 ALPHA = 0.01  # family-wise level of the tests that decide "at the floor"
 ENTROPY_SAMPLES = 400_000
 SW1_PROJECTIONS = 32  # the same directions for every run, so their choice is common to all
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 METRICS = ("sw1", "mmd", "mean_err", "cov_err", "mode_err", "xent", "coupled")  # analytic targets
 MODEL_METRICS = ("sw1", "mmd", "coupled")  # a user's model (plus its evaluator's metrics)
 # the other metrics are distances (a solver can only be worse); xent can move either way

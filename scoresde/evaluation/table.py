@@ -5,8 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from scoresde.evaluation.estimates import EQUIVALENCE_LEVEL
 from scoresde.evaluation.record import Record
-from scoresde.evaluation.verdicts import convergence_orders, fewest_nfe_at_floor
+from scoresde.evaluation.verdicts import (
+    PATHWISE_FRACTION,
+    convergence_orders,
+    fewest_nfe_at_floor,
+    fewest_nfe_pathwise,
+    inversions,
+)
+
+MARKS = {"at floor": "=", "differs": "x", "undetermined": "?"}
 
 TABLE_FORMATS = {
     "sw1": ".4f",
@@ -41,7 +50,8 @@ def _row(label: str, means: dict, ses: dict, widths: dict[str, int], fmts: dict)
 
 def format_table(records: Sequence[Record]) -> str:
     """A plain-text table, one row per run: mean ± standard error over the replicates, the
-    smallest p-value of its tests against exact sampling, and ``=`` where it is at the floor."""
+    smallest p-value of its tests against exact sampling, and its verdict: ``=`` at the floor,
+    ``x`` differs, ``?`` undetermined. The row "margin" gives each metric's delta."""
     lines = []
     width = max([20] + [len(r.solver) + 1 for r in records])
     for target in dict.fromkeys(r.target for r in records):
@@ -76,7 +86,8 @@ def format_table(records: Sequence[Record]) -> str:
         ]
         if "exact_sampler" in first.extra:
             ex, ex_se = first.extra["exact_sampler"], first.extra["exact_sampler_stderr"]
-            label = f"{'exact':>6} {'target sampler':<{width}} {'':>5} "
+            mark = MARKS.get(first.extra.get("exact_sampler_verdict", ""), " ")
+            label = f"{'exact':>6} {mark}{'target sampler':<{width - 1}} {'':>5} "
             p = first.extra["exact_sampler_p_sw1"]
             lines.append(_row(label, ex, ex_se, widths, fmts) + f" {p:7.3f}")
         label = f"{'floor':>6} {'reference (exact flow)':<{width}} {'':>5} "
@@ -86,8 +97,11 @@ def format_table(records: Sequence[Record]) -> str:
             label = f"{'data':>6} {name:<{width}} {'':>5} "
             data, data_se = first.extra["data_floor"], first.extra["data_floor_stderr"]
             lines.append(_row(label, data, data_se, widths, fmts))
+        if first.margin:
+            label = f"{'margin':>6} {'delta: exact vs exact':<{width}} {'':>5} "
+            lines.append(_row(label, first.margin, {}, widths, fmts))
         for r in rows:
-            mark = "=" if r.at_floor else " "
+            mark = MARKS.get(r.verdict, " ")
             label = f"{r.budget:>6} {mark}{r.solver:<{width - 1}} {r.nfe:>5} "
             lines.append(
                 _row(label, r.metrics, r.stderr, widths, fmts)
@@ -107,13 +121,19 @@ def format_table(records: Sequence[Record]) -> str:
             + ", ".join(k for k in r0.p_value if k in _two_sided(r0))
         ).removesuffix(" but ")
     lines.append(
-        f"= at the floor: none of the {k} metrics differs from exact sampling (t-tests over the "
-        f"{r0.replicates} replicates: {tests}; every p >= "
-        f"{_alpha(records):g}/{k}). min p: the smallest of the {k} p-values. coupled: "
+        f"= at the floor: each of the {k} metrics is within its margin of exact sampling (its "
+        f"{1 - 2 * EQUIVALENCE_LEVEL:.0%} confidence interval inside ±delta, two one-sided "
+        f"tests at {EQUIVALENCE_LEVEL:g}; one-sided for distances). margin: delta = 1.96 √2 sd, "
+        "the spread of the metric between two independent exact sample sets of the same n "
+        "(sd: the floor's replicate sd). x differs: a metric differs from exact sampling "
+        f"(t-tests over the {r0.replicates} replicates: {tests}; some p < "
+        f"{_alpha(records):g}/{k}). ? undetermined: neither; the summary gives the "
+        f"replicates that would decide. min p: the smallest of the {k} p-values. coupled: "
         "E|x - x_ref| from the same x_T (and Brownian path), '-' where the solver has no "
         "pathwise limit."
         + (
-            " exact: the target's own sampler (p: Welch test of its SW1 against the reference's)."
+            " exact: the target's own sampler, judged like a solver (p: Welch test of its SW1 "
+            "against the reference's)."
             if "exact_sampler" in r0.extra
             else ""
         )
@@ -134,9 +154,12 @@ def _alpha(records: Sequence[Record]) -> float:
 
 
 def format_floor_summary(records: Sequence[Record]) -> str:
-    """One line per solver: the fewest NFE at the floor per target (from there on every run
-    is), and the measured convergence order of its coupled error."""
+    """One line per solver: per target, the fewest NFE at the floor (from there on every run
+    is), the fewest NFE whose coupled error is below the floor's noise (``pathwise``), and the
+    measured convergence order of its coupled error; then the undetermined runs with the
+    replicates that would decide them."""
     first = fewest_nfe_at_floor(records)
+    pathwise = fewest_nfe_pathwise(records)
     orders = convergence_orders(records)
     targets = list(dict.fromkeys(r.target for r in records))
     solvers = list(dict.fromkeys(r.solver for r in records))
@@ -144,19 +167,59 @@ def format_floor_summary(records: Sequence[Record]) -> str:
     for r in records:
         most[(r.target, r.solver)] = max(r.nfe, most.get((r.target, r.solver), 0))
     width = max([20] + [len(s) for s in solvers])
+    col = max([10] + [len(t) for t in targets])
     lines = [
-        "fewest NFE at the floor (no metric significantly different from exact sampling, at "
-        "that NFE and every larger one run), and the order p of coupled error ~ NFE^-p",
-        f"{'solver':<{width}} " + " ".join(f"{t:>10} {'order':>5}" for t in targets),
+        "fewest NFE at the floor (every metric within its margin of exact sampling, at that NFE "
+        "and every larger one run); pathwise: fewest NFE from which the coupled error is below "
+        f"{PATHWISE_FRACTION:g} x the floor's SW1 (noise-free: it ranks discretisation error); "
+        "order p of coupled error ~ NFE^-p",
+        f"{'':<{width}} " + " ".join(f"{t:>{col}} {'':>8} {'':>5}" for t in targets),
+        f"{'solver':<{width}} "
+        + " ".join(f"{'at floor':>{col}} {'pathwise':>8} {'order':>5}" for _ in targets),
     ]
     for solver in solvers:
         cells = []
         for t in targets:
-            if (t, solver) not in first:
-                cells.append(f"{'':>10} {'':>5}")
+            key = (t, solver)
+            if key not in first:
+                cells.append(f"{'':>{col}} {'':>8} {'':>5}")
                 continue
-            nfe, p = first[(t, solver)], orders[(t, solver)]
-            at = f"{nfe}" if nfe is not None else f">{most[(t, solver)]}"
-            cells.append(f"{at:>10} " + (f"{p:5.2f}" if p is not None else f"{'-':>5}"))
+            p, never = orders[key], f">{most[key]}"
+            at = str(first[key]) if first[key] is not None else never
+            path = str(pathwise[key]) if pathwise[key] is not None else never
+            if all(r.metrics["coupled"] != r.metrics["coupled"] for r in _runs(records, key)):
+                path = "-"  # no pathwise limit
+            order = f"{p:5.2f}" if p is not None else f"{'-':>5}"
+            cells.append(f"{at:>{col}} {path:>8} {order}")
         lines.append(f"{solver:<{width}} " + " ".join(cells))
+    for target, a, b, nfe in inversions(records, first):
+        lines.append(
+            f"note: on {target} the floor column puts {a} ({nfe}) before {b}, whose coupled "
+            "error is lower at that budget; the pathwise column ranks them by that error"
+        )
+    lines += _undetermined_lines(records)
     return "\n".join(lines)
+
+
+def _runs(records: Sequence[Record], key: tuple[str, str]) -> list[Record]:
+    return [r for r in records if (r.target, r.solver) == key]
+
+
+def _undetermined_lines(records: Sequence[Record]) -> list[str]:
+    """The runs the design could not decide, with the replicates of the same n that would."""
+    runs = [r for r in records if r.verdict == "undetermined"]
+    if not runs:
+        return []
+    lines = [
+        "undetermined at this design (neither within the margins nor significantly different); "
+        "replicates of the same n that would decide if the estimates held:"
+    ]
+    for key in dict.fromkeys((r.target, r.solver) for r in runs):
+        cells = [
+            f"{r.nfe} (R >= {r.replicates_to_decide})"
+            if r.replicates_to_decide is not None
+            else f"{r.nfe}"
+            for r in sorted(_runs(runs, key), key=lambda r: r.nfe)
+        ]
+        lines.append(f"  {key[0]} {key[1]}: NFE " + ", ".join(cells))
+    return lines

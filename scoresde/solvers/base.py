@@ -28,6 +28,7 @@ from torch import Tensor
 
 from scoresde.core.noise import NoiseSource
 from scoresde.core.sde import SDE
+from scoresde.solvers.plan_scalars import Scalar, is_traced, scalars
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 StepCallback = Callable[[int, float, Tensor], None]
@@ -48,6 +49,9 @@ class Run:
 
     def __post_init__(self) -> None:
         self.times: list[float] = self.grid.tolist()
+        # the grid as plan scalars: the floats above, or 0-d tensors in the autograd graph
+        # when the grid is differentiated (``plan_scalars``)
+        self.points: list[Scalar] = scalars(self.grid)
         self.steps = len(self.times) - 1
         self.eps = self.times[-2]
 
@@ -59,20 +63,28 @@ class NonFiniteSampleError(FloatingPointError):
     """Raised when NaN or Inf appears during sampling; names the step and time."""
 
 
-def affine(x: Tensor, s: Tensor, a: float, b: float) -> Tensor:
-    """a x + b s in two kernels, into a new tensor (neither x nor s is modified)."""
+def affine(x: Tensor, s: Tensor, a: Scalar, b: Scalar) -> Tensor:
+    """a x + b s in two kernels, into a new tensor (neither x nor s is modified); out of
+    place when a coefficient is a traced plan scalar (``plan_scalars``)."""
+    if is_traced(a, b):
+        return x * a + s * b
     return s.mul(b).add_(x, alpha=a)
 
 
-def tweedie_coefficients(sde: SDE, t: float) -> tuple[float, float]:
-    """(1/m, s^2/m) at time t: x0_hat = x/m + (s^2/m) score."""
+def tweedie_coefficients(sde: SDE, t: Scalar) -> tuple[Scalar, Scalar]:
+    """(1/m, s^2/m) at time t: x0_hat = x/m + (s^2/m) score; floats for a float t, 0-d
+    tensors in the graph for a traced one."""
+    if isinstance(t, Tensor):
+        m, s = sde.marginal(t)
+        return 1 / m, s * s / m
     m, s = sde.marginal(torch.tensor(t, dtype=torch.float64))
     return float(1 / m), float(s * s / m)
 
 
 def tweedie_step(x: Tensor, run: Run) -> Tensor:
     """The final denoiser at eps: x0_hat = (x + s(eps)^2 score(x, eps)) / m(eps)."""
-    return affine(x, run.score(x, run.t[-2]), *tweedie_coefficients(run.sde, run.eps))
+    coefficients = tweedie_coefficients(run.sde, run.points[-2])
+    return affine(x, run.score(x, run.t[-2]), *coefficients)
 
 
 class Solver:
@@ -84,6 +96,8 @@ class Solver:
     evals_per_step: ClassVar[int] = 1
     order: ClassVar[float] = 1.0
     adaptive: ClassVar[bool] = False
+    # its plan is written in plan scalars, so samples differentiate through the time grid
+    differentiable_grid: ClassVar[bool] = False
 
     @property
     def pathwise_limit(self) -> str | None:
@@ -154,7 +168,9 @@ class AffineSolver(Solver):
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         raise NotImplementedError
 
-    def prepare(self, run: Run) -> tuple[list[tuple[float, float, float]], ScoreFn]:
+    differentiable_grid = True
+
+    def prepare(self, run: Run) -> tuple[list[tuple[Scalar, Scalar, Scalar]], ScoreFn]:
         a, b, c = self.coefficients(run.sde, run.grid[:-1], run.grid[1:])
         c = torch.as_tensor(c, dtype=torch.float64).expand_as(run.grid[:-1]).clone()
         c[-1] = 0.0  # no noise on the last step
@@ -163,12 +179,13 @@ class AffineSolver(Solver):
         if min_std is not None:  # score = -eps / s(t), s clamped as in the adapter
             b = -b / run.sde.marginal(run.grid[:-1])[1].clamp_min(min_std)
             model = run.score.eps
-        return list(zip(a.tolist(), b.tolist(), c.tolist(), strict=True)), model
+        return list(zip(scalars(a), scalars(b), scalars(c), strict=True)), model
 
     def step(self, x: Tensor, k: int, run: Run, plan) -> Tensor:
         rows, model = plan
         a, b, c = rows[k]
         x_next = affine(x, model(x, run.t[k]), a, b)
         if c != 0.0:
-            x_next.add_(run.noise(run.times[k], run.times[k + 1]), alpha=c)
+            z = run.noise(run.times[k], run.times[k + 1])
+            x_next = x_next + z * c if is_traced(c) else x_next.add_(z, alpha=c)
         return x_next

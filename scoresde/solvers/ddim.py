@@ -3,6 +3,7 @@ in noise prediction (= DPM-Solver-1 at eta = 0), with eta times the posterior st
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from scoresde.core.sde import SDE
@@ -33,6 +34,8 @@ class DDIM(AffineSolver):
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor):
         a_s, s_s = sde.marginal(t)
         a_t, s_t = sde.marginal(t_next)
+        if self.eta == 0:  # no square roots at 0, whose derivative would poison a grid's grad
+            return a_t / a_s, -s_s * (s_t - a_t * s_s / a_s), torch.zeros_like(t)
         _, w = sde.transition(t_next, t)
         c = self.eta * s_t * w.clamp_min(0).sqrt() / s_s
         e_coef = (s_t**2 - c**2).clamp_min(0).sqrt() - a_t * s_s / a_s

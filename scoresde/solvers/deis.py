@@ -31,9 +31,11 @@ from scoresde.core.sde import SDE
 from scoresde.solvers.base import Run
 from scoresde.solvers.dpm_solver import ExponentialMultistep
 from scoresde.solvers.exponential_toolkit import LambdaGrid
+from scoresde.solvers.plan_scalars import Scalar, is_traced
 
 BASES = ("log_rho", "t")
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(32)
+_NODES_T, _WEIGHTS_T = torch.from_numpy(_NODES), torch.from_numpy(_WEIGHTS)
 
 
 @dataclass(frozen=True)
@@ -69,24 +71,33 @@ class DEIS(ExponentialMultistep):
         u = run.grid.tolist() if self.basis == "t" else [-lam for lam in g.lam]
         return RhoGrid(g.alpha, g.sigma, g.lam, u, run.sde)
 
-    def coefficients(self, g: RhoGrid, k: int, q: int) -> tuple[float, list[float]]:
+    @property
+    def differentiable_grid(self) -> bool:  # type: ignore[override]
+        """The log-rho basis is written in plan scalars; the t basis reads t(rho) through
+        the SDE's log-SNR inverse, which need not be differentiable."""
+        return self.basis == "log_rho"
+
+    def coefficients(self, g: RhoGrid, k: int, q: int) -> tuple[Scalar, list[Scalar]]:
         v_s, v_t = -g.lam[k], -g.lam[k + 1]  # log rho at both ends
+        traced = is_traced(v_s, v_t)  # the plan is differentiated: torch, else numpy
+        lib, nodes01, quad = (torch, _NODES_T, _WEIGHTS_T) if traced else (np, _NODES, _WEIGHTS)
         half = 0.5 * (v_t - v_s)
-        v = v_s + half * (_NODES + 1)
+        v = v_s + half * (nodes01 + 1)
         if self.basis == "log_rho":
             u = v
         else:  # t(rho) through the SDE's log-SNR inverse, log SNR = -2 log rho
             lsnr = torch.as_tensor(-2 * v, dtype=torch.float64)
             u = g.sde.t_from_log_snr(lsnr).numpy()
         nodes = [g.u[k - j] for j in range(q)]
-        dv = half * _WEIGHTS * np.exp(v)  # d rho = e^v dv
+        dv = half * quad * lib.exp(v)  # d rho = e^v dv
         weights = []
         for j in range(q):
-            basis = np.ones_like(u)
+            basis = lib.ones_like(u)
             for i in range(q):
                 if i != j:
-                    basis *= (u - nodes[i]) / (nodes[j] - nodes[i])
-            weights.append(g.alpha[k + 1] * float(basis @ dv))
+                    basis = basis * (u - nodes[i]) / (nodes[j] - nodes[i])
+            integral = basis @ dv
+            weights.append(g.alpha[k + 1] * (integral if traced else float(integral)))
         return g.alpha[k + 1] / g.alpha[k], weights
 
     def describe(self) -> str:

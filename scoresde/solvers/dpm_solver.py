@@ -12,7 +12,6 @@ with the lambda-derivatives f^(j) of the polynomial through the last q predictio
 
 from __future__ import annotations
 
-import numpy as np
 from torch import Tensor
 
 from scoresde.solvers.base import Run, Solver
@@ -28,6 +27,7 @@ from scoresde.solvers.exponential_toolkit import (
     phi,
     taylor_weights,
 )
+from scoresde.solvers.plan_scalars import Scalar, row_times
 
 
 class ExponentialMultistep(Solver):
@@ -37,6 +37,7 @@ class ExponentialMultistep(Solver):
 
     family = "exponential"
     prediction = "x0"
+    differentiable_grid = True
 
     def __init__(
         self,
@@ -73,7 +74,7 @@ class ExponentialMultistep(Solver):
             q = min(q, exp_steps - k + (self.solver_type != "taylor"))
         return max(q, 1)
 
-    def coefficients(self, g: LambdaGrid, k: int, q: int) -> tuple[float, list[float]]:
+    def coefficients(self, g: LambdaGrid, k: int, q: int) -> tuple[Scalar, list[Scalar]]:
         """(c_x, weights on the last q predictions, newest first) for the step k -> k+1:
         c_j = alpha_(k+1) h^(j+1) phi_(j+1)(-h) (x0) or -sigma_(k+1) h^(j+1) phi_(j+1)(h) (eps),
         times ``taylor_weights`` of the last q lambdas."""
@@ -88,7 +89,7 @@ class ExponentialMultistep(Solver):
             c = [g.alpha[k + 1] * h ** (i + 1) * phi(i + 1, -h) for i in range(q)]
         if self.solver_type != "taylor":
             c = library_weights(c, h, self.solver_type)
-        return cx, (np.asarray(c) @ w).tolist()
+        return cx, row_times(c, w)
 
     def step(self, x: Tensor, k: int, run: Run, plan: MultistepPlan) -> Tensor:
         g = plan.grid

@@ -43,14 +43,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from scoresde.core.checks import check_positive_int
 from scoresde.core.sde import SDE
 from scoresde.solvers.base import Run, affine
+from scoresde.solvers.plan_scalars import Scalar, expm1, inverse, is_traced, matrix, scalars, value
 
 SOLVER_TYPES = ("taylor", "heun", "midpoint")
 
@@ -71,7 +72,7 @@ def check_afs(afs: bool) -> bool:
     return afs
 
 
-def analytic_first_prediction(kind: str, x: Tensor, alpha: float, sigma: float) -> Tensor:
+def analytic_first_prediction(kind: str, x: Tensor, alpha: Scalar, sigma: Scalar) -> Tensor:
     """The analytic first step (AFS; Dockhorn et al. 2022, diff-sampler's ``afs``): at T the
     prediction of data with zero mean and unit variance, eps = x / sqrt(alpha^2 + sigma^2),
     in place of a network call; as x0: (x - sigma eps) / alpha."""
@@ -99,26 +100,26 @@ def check_solver_type(solver_type: str) -> str:
     return solver_type
 
 
-def phi(k: int, z: float) -> float:
+def phi(k: int, z: Scalar) -> Scalar:
     """phi_k(z) = (e^z - sum_{j<k} z^j/j!) / z^k, by its series for small |z| (no cancellation)."""
-    if abs(z) < 0.1:
+    if abs(value(z)) < 0.1:
         return sum(z**j / math.factorial(j + k) for j in range(14))
-    rest = math.expm1(z) - sum(z**j / math.factorial(j) for j in range(1, k))
+    rest = expm1(z) - sum(z**j / math.factorial(j) for j in range(1, k))
     return rest / z**k
 
 
-def taylor_weights(lams: list[float], orders: int) -> np.ndarray:
-    """W with f^(k)(lams[0]) ~ sum_j W[k, j] f(lams[j]) for k < ``orders`` = len(lams).
+def taylor_weights(lams: list[Scalar], orders: int) -> Any:
+    """W with f^(k)(lams[0]) ~ sum_j W[k, j] f(lams[j]) for k < ``orders`` = len(lams)
+    (numpy, or a float64 tensor for traced plan scalars).
 
     The interpolating polynomial through (lams[j], f_j) is written as sum_k c_k u^k/k! with
     u = lambda - lams[0]; its Vandermonde system V c = f gives W = V^-1.
     """
-    u = np.asarray(lams, dtype=np.float64) - lams[0]
-    v = np.stack([u**k / math.factorial(k) for k in range(orders)], axis=1)
-    return np.linalg.inv(v)
+    u = [lam - lams[0] for lam in lams]
+    return inverse(matrix([[uj**k / math.factorial(k) for k in range(orders)] for uj in u]))
 
 
-def library_weights(c: list[float], h: float, solver_type: str) -> list[float]:
+def library_weights(c: list[Scalar], h: Scalar, solver_type: str) -> list[Scalar]:
     """Taylor weights c (on f, f', f'') turned into diffusers'/k-diffusion's conventions.
 
     Both libraries write the update with D1 = h f' and D2 = h^2 f'' / 2 (the derivatives of
@@ -136,8 +137,14 @@ def library_weights(c: list[float], h: float, solver_type: str) -> list[float]:
     return c
 
 
-def combine(x: Tensor, cx: float, terms: list[tuple[float, Tensor]]) -> Tensor:
-    """cx x + sum_i w_i f_i for ``terms`` = [(w_i, f_i)], into a new tensor (inputs unchanged)."""
+def combine(x: Tensor, cx: Scalar, terms: list[tuple[Scalar, Tensor]]) -> Tensor:
+    """cx x + sum_i w_i f_i for ``terms`` = [(w_i, f_i)], into a new tensor (inputs unchanged);
+    out of place when a weight is a traced plan scalar."""
+    if is_traced(cx, *(w for w, _ in terms)):
+        out = x * cx
+        for w, f in terms:
+            out = out + f * w
+        return out
     out = x.mul(cx)
     for w, f in terms:
         out.add_(f, alpha=w)
@@ -146,25 +153,26 @@ def combine(x: Tensor, cx: float, terms: list[tuple[float, Tensor]]) -> Tensor:
 
 @dataclass(frozen=True)
 class LambdaGrid:
-    """alpha_k = m(t_k), sigma_k = s(t_k) and lambda_k = log(alpha_k / sigma_k) (host floats)
-    for the grid points t_0 .. t_N; lambda_N is inf where sigma_N = 0. Constants of a run."""
+    """alpha_k = m(t_k), sigma_k = s(t_k) and lambda_k = log(alpha_k / sigma_k) (host plan
+    scalars, ``plan_scalars``) for the grid points t_0 .. t_N; lambda_N is inf where
+    sigma_N = 0. Constants of a run."""
 
-    alpha: list[float]
-    sigma: list[float]
-    lam: list[float]
+    alpha: list[Scalar]
+    sigma: list[Scalar]
+    lam: list[Scalar]
 
     @classmethod
     def of(cls, sde: SDE, times: Tensor) -> LambdaGrid:
         """The grid of ``sde`` at ``times``: (m, s, log(m / s)) in float64."""
         m, s = sde.marginal(times)
-        return cls(m.tolist(), s.tolist(), torch.log(m / s).tolist())
+        return cls(scalars(m), scalars(s), scalars(torch.log(m / s)))
 
-    def first_order(self, kind: str, k: int) -> tuple[float, float]:
+    def first_order(self, kind: str, k: int) -> tuple[Scalar, Scalar]:
         """(c_x, c_f) of the first-order step k -> k+1, x_(k+1) = c_x x_k + c_f f_k, finite also
         for sigma_(k+1) = 0 (module doc): with 1 - e^(-h) = -expm1(lambda_k - lambda_(k+1)),
         "x0": (sigma_t / sigma_s, alpha_t (1 - e^(-h))), "eps": (alpha_t / alpha_s,
         -(alpha_t sigma_s / alpha_s) (1 - e^(-h)))."""
-        one_m = -math.expm1(self.lam[k] - self.lam[k + 1])  # 1 - e^(-h)
+        one_m = -expm1(self.lam[k] - self.lam[k + 1])  # 1 - e^(-h)
         a_s, s_s, a_t, s_t = self.alpha[k], self.sigma[k], self.alpha[k + 1], self.sigma[k + 1]
         if kind == "x0":
             return s_t / s_s, a_t * one_m
@@ -179,19 +187,19 @@ class Predictor:
         self.run = run
         self.fast = getattr(run.score, "eps_min_std", None) is not None
 
-    def eps(self, x: Tensor, t: Tensor, sigma: float) -> Tensor:
+    def eps(self, x: Tensor, t: Tensor, sigma: Scalar) -> Tensor:
         """eps(x, t) = -sigma score(x, t), or the adapter's raw eps."""
         if self.fast:
             return self.run.score.eps(x, t)
         return self.run.score(x, t).mul(-sigma)
 
-    def x0(self, x: Tensor, t: Tensor, alpha: float, sigma: float) -> Tensor:
+    def x0(self, x: Tensor, t: Tensor, alpha: Scalar, sigma: Scalar) -> Tensor:
         """x0(x, t) = (x + sigma^2 score(x, t)) / alpha, or (x - sigma eps) / alpha."""
         if self.fast:  # x0 = (x - sigma eps) / alpha
             return affine(x, self.run.score.eps(x, t), 1 / alpha, -sigma / alpha)
         return affine(x, self.run.score(x, t), 1 / alpha, sigma * sigma / alpha)
 
-    def __call__(self, kind: str, x: Tensor, t: Tensor, alpha: float, sigma: float) -> Tensor:
+    def __call__(self, kind: str, x: Tensor, t: Tensor, alpha: Scalar, sigma: Scalar) -> Tensor:
         """The ``kind`` ("eps" or "x0") prediction."""
         return self.eps(x, t, sigma) if kind == "eps" else self.x0(x, t, alpha, sigma)
 

@@ -45,6 +45,7 @@ from scoresde.solvers.exponential_toolkit import (
     check_afs,
     combine,
 )
+from scoresde.solvers.plan_scalars import Scalar
 
 ADAMS_BASHFORTH = (
     (1.0,),
@@ -60,7 +61,7 @@ class IPNDMPlan:
     ``history`` of noise predictions, newest first."""
 
     grid: LambdaGrid
-    rho: list[float]
+    rho: list[Scalar]
     predictor: Predictor
     history: History
 
@@ -71,6 +72,7 @@ class IPNDM(Solver):
 
     name = "ipndm"
     family = "ODE"
+    differentiable_grid = True
 
     def __init__(self, order: int = 4, afs: bool = False) -> None:
         order = check_positive_int("order", order)

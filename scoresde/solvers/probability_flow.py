@@ -20,6 +20,7 @@ from scoresde.solvers.base import (
     affine,
     tweedie_step,
 )
+from scoresde.solvers.plan_scalars import Scalar, scalars
 
 
 def _velocity_coefficients(sde: SDE, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -104,17 +105,18 @@ class ODEHeun(Solver):
     evals_per_step = 2
     order = 2.0
     takes_zero_terminal_step = True
+    differentiable_grid = True
 
     def planned_nfe(self, steps: int) -> int:
         return 2 * steps - 1
 
-    def prepare(self, run: Run) -> list[tuple[float, float, float, float, float, bool]]:
+    def prepare(self, run: Run) -> list[tuple[Scalar, Scalar, Scalar, Scalar, Scalar, bool]]:
         t, t_next = run.grid[:-1], run.grid[1:]
         a1, b1 = _velocity_coefficients(run.sde, t)
         a2, b2 = _velocity_coefficients(run.sde, t_next.clamp_min(run.eps))
         dt = t_next - t
-        rows = [(*r, False) for r in zip(*(v.tolist() for v in (a1, b1, a2, b2, dt)), strict=True)]
-        m_0 = float(run.sde.marginal(run.grid[:1])[0][0])
+        rows = [(*r, False) for r in zip(*(scalars(v) for v in (a1, b1, a2, b2, dt)), strict=True)]
+        m_0 = float(run.sde.marginal(run.grid[:1].detach())[0][0])
         if m_0 == 0.0 and run.steps > 1:  # first step from m = 0: v = p x + q x0_hat
             p, q = zero_snr_velocity_coefficients(run.sde, run.times[0], run.times[1])
             rows[0] = (p, q, *rows[0][2:5], True)

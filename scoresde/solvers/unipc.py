@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 from torch import Tensor
 
 from scoresde.solvers.base import Run, Solver
@@ -44,6 +43,7 @@ from scoresde.solvers.exponential_toolkit import (
     combine,
     phi,
 )
+from scoresde.solvers.plan_scalars import Scalar, expm1, matrix, solve
 
 B_FUNCTIONS = ("bh1", "bh2")
 
@@ -79,6 +79,7 @@ class UniPC(Solver):
 
     name = "unipc"
     family = "exponential"
+    differentiable_grid = True
 
     def __init__(
         self,
@@ -103,16 +104,18 @@ class UniPC(Solver):
         grid = LambdaGrid.of(run.sde, run.grid)
         return UniPCPlan(grid, Predictor(run), UniPCState(History(self.order)))
 
-    def _parts(self, g: LambdaGrid, s: int, t: int) -> tuple[float, float, float, float]:
+    def _parts(self, g: LambdaGrid, s: int, t: int) -> tuple[Scalar, Scalar, Scalar, Scalar]:
         """(c_x, C, hh, B(h)) for the step from grid point s to t."""
         h = g.lam[t] - g.lam[s]
         if self.prediction == "x0":
             cx, c, hh = g.sigma[t] / g.sigma[s], g.alpha[t], -h
         else:
             cx, c, hh = g.alpha[t] / g.alpha[s], g.sigma[t], h
-        return cx, c, hh, (hh if self.variant == "bh1" else math.expm1(hh))
+        return cx, c, hh, (hh if self.variant == "bh1" else expm1(hh))
 
-    def weights(self, g: LambdaGrid, s: int, t: int, p: int, corrector: bool) -> tuple[float, list]:
+    def weights(
+        self, g: LambdaGrid, s: int, t: int, p: int, corrector: bool
+    ) -> tuple[Scalar, list[Scalar]]:
         """(c_x, weights on [m_t (corrector only), m_s, m_(s-1), ..., m_(s-p+1)])."""
         cx, c, hh, b_h = self._parts(g, s, t)
         h = g.lam[t] - g.lam[s]
@@ -121,16 +124,15 @@ class UniPC(Solver):
             r.append(1.0)
         n = len(r)
         if n == 0:
-            rho = np.zeros(0)
+            rho = []
         elif n == 1 and (p == 2 or (corrector and p == 1)):
-            rho = np.array([0.5])
+            rho = [0.5]
         else:
-            mat = np.array([[rk**i for rk in r] for i in range(n)])
-            b = np.array([hh * phi(i + 2, hh) * math.factorial(i + 1) / b_h for i in range(n)])
-            rho = np.linalg.solve(mat, b)
+            mat = matrix([[rk**i for rk in r] for i in range(n)])
+            rho = solve(mat, [hh * phi(i + 2, hh) * math.factorial(i + 1) / b_h for i in range(n)])
         # -C [(e^hh - 1) m_s + B sum_k rho_k (m_k - m_s) / r_k]
         w_k = [-c * b_h * rk_rho / rk for rk_rho, rk in zip(rho, r, strict=True)]
-        w_s = -c * math.expm1(hh) - sum(w_k)
+        w_s = -c * expm1(hh) - sum(w_k)
         if corrector:  # the new point (r = 1) goes first
             return cx, [w_k[-1], w_s, *w_k[:-1]]
         return cx, [w_s, *w_k]
