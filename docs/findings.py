@@ -1,7 +1,8 @@
 """Tables for docs/findings.md from `scoresde compare --out` directories (results.json).
 
     python docs/findings.py seeds DIR_SEED0 DIR_SEED1 DIR_SEED2
-        fewest NFE at the floor and coupled-error order per solver and target, per seed
+        fewest NFE at the floor (equivalence rule) / pathwise (coupled error below a quarter
+        of the floor's SW1) and coupled-error order per solver and target, per seed
     python docs/findings.py versus DIR_A DIR_B [--solvers a,b,...]
         the same solver at the same budget in two runs (e.g. two schedules or grids, or one
         run against itself for two solvers with --pair a,b): the difference of each metric
@@ -38,15 +39,24 @@ def seeds_table(dirs: list[str]) -> str:
     for target in targets:
         cols = " | ".join(f"seed {s}" for s in seeds)
         head = f"| solver | {cols} | order (seed {seeds[0]}) |"
-        lines += [f"**{target}**: fewest NFE at the floor", "", head,
+        lines += [f"**{target}**: fewest NFE at the floor / pathwise", "", head,
                   "|" + "---|" * (len(seeds) + 2)]  # fmt: skip
         for solver, v in runs[0]["summary"][target].items():
             cells = []
             for run in runs:
-                nfe = run["summary"][target][solver]["fewest_nfe_at_floor"]
+                verdict = run["summary"][target][solver]
                 most = max(r["nfe"] for r in run["records"]
                            if r["target"] == target and r["solver"] == solver)  # fmt: skip
-                cells.append(str(nfe) if nfe is not None else f">{most}")
+                pathwise = [r["metrics"]["coupled"] for r in run["records"]
+                            if r["target"] == target and r["solver"] == solver]  # fmt: skip
+                cell = []
+                for key in ("fewest_nfe_at_floor", "fewest_nfe_pathwise"):
+                    nfe = verdict[key]
+                    if key == "fewest_nfe_pathwise" and all(c != c for c in pathwise):
+                        cell.append("-")  # no pathwise limit
+                    else:
+                        cell.append(str(nfe) if nfe is not None else f">{most}")
+                cells.append(" / ".join(cell))
             order = v["order"]
             lines.append(
                 f"| {solver} | " + " | ".join(cells) + f" | {order:.2f} |"

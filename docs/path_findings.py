@@ -7,8 +7,9 @@
 
 Each seed runs ``scoresde.compare`` on gmm2d and gmm8d for every path in PATHS, each on its
 natural grid and on the grid uniform in t, with the solvers in SOLVERS at the budgets in
-BUDGETS (400 samples x 5 replicates). "At the floor" is compare's verdict (no metric differs
-significantly from exact sampling at that NFE and every larger one run). The coupled error is
+BUDGETS (400 samples x 5 replicates). "At the floor" is compare's verdict at that NFE and
+every larger one run (the stored seed files were made under the former rule, no significant
+difference; a rerun gives the equivalence rule's). The coupled error is
 E|x - x_ref| against the same path's converged reference from the same x_T (and Brownian
 path for the SDE solvers): each path's own discretisation error, in the data's units.
 """

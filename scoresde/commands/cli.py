@@ -323,7 +323,7 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument(
         "--iterations",
         type=int,
-        default=60,
+        default=200,
         help="gradient steps through the solver, one run each (default %(default)s)",
     )
     tu.add_argument(

@@ -31,7 +31,7 @@ def tune_report(
     seed: int = 0,
     samples: int = 128,
     held_out: int = 512,
-    iterations: int = 60,
+    iterations: int = 200,
     init: str = "best",
     device: str = "cpu",
     progress: bool = True,

@@ -161,14 +161,15 @@ def tune_grid(
     samples: int = 128,
     held_out: int = 256,
     init: str = "best",
-    iterations: int = 60,
-    lr: float = 0.1,
+    iterations: int = 200,
+    lr: float = 0.05,
     seed: int = 0,
     eps: float | None = None,
     free_end: bool = True,
     device: str | torch.device = "cpu",
     on_run: Callable[[], None] | None = None,
     on_held_out: Callable[[str, Tensor], None] | None = None,
+    teachers: dict[Any, Any] | None = None,
 ) -> TunedGrid:
     """The evaluation times at which ``solver`` at ``nfe`` evaluations comes closest to the
     converged probability-flow ODE on ``model``, measured on the model itself (module doc).
@@ -199,6 +200,9 @@ def tune_grid(
         on_run: called after every solver run (a progress bar).
         on_held_out: called as on_held_out(label, samples) with the held-out samples of every
             named grid and of the tuned one ("tuned"), for data-side metrics.
+        teachers: a dict that keeps the teacher runs between calls, keyed by the model's
+            fingerprint and the starts (seed, samples, held_out, eps, device): a study of many
+            solvers and budgets on one model computes them once.
     """
     label, spec = _resolve_model(model, sde, shape)
     sde, score = spec.sde, spec.score
@@ -244,11 +248,17 @@ def tune_grid(
         "train": (x_all[:samples], _rows(cond_all, slice(0, samples))),
         "held": (x_all[samples:], _rows(cond_all, slice(samples, None))),
     }
-    teacher_solver = registry.get("ode_dopri5", rtol=TEACHER_TOL, atol=TEACHER_TOL)
-    teacher = {
-        k: sample(score, sde, x_T=x, solver=teacher_solver, steps=2, eps=eps, condition=c).samples
-        for k, (x, c) in parts.items()
-    }
+    fingerprint = model_fingerprint(spec, device)
+    key = (fingerprint, seed, samples, held_out, eps, str(device))
+    teacher = (teachers or {}).get(key)
+    if teacher is None:
+        teacher_solver = registry.get("ode_dopri5", rtol=TEACHER_TOL, atol=TEACHER_TOL)
+        teacher = {}
+        for k, (x, c) in parts.items():
+            run = sample(score, sde, x_T=x, solver=teacher_solver, steps=2, eps=eps, condition=c)
+            teacher[k] = run.samples
+        if teachers is not None:
+            teachers[key] = teacher
     runs = 0
 
     def distances(grid: Tensor, part: str, grad: bool = False) -> Tensor:
@@ -300,7 +310,7 @@ def tune_grid(
         steps=steps,
         nfe=method.planned_nfe(steps),
         model=label,
-        fingerprint=model_fingerprint(spec, device),
+        fingerprint=fingerprint,
         sde=repr(sde),
         objective=f"coupled error to ode_dopri5 rtol=atol={TEACHER_TOL:g}",
         method=f"Adam (lr {lr:g}, {iterations} steps) through the solver on softmax "
