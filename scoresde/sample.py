@@ -256,8 +256,8 @@ def sample(
     if grad and grid.requires_grad and (not solver.differentiable_grid or is_zero_terminal(sde)):
         raise ValueError(
             f"time_grid: {solver.describe()} does not differentiate through its time grid "
-            "here; solvers that do, on paths with m(T) > 0: ddim, ode_euler, ode_heun, "
-            "dpm_solver, dpm_solver++, deis (log_rho), unipc, ipndm"
+            "here; solvers that do, on paths with m(T) > 0: "
+            + ", ".join(registry.differentiable_in_grid())
         )
     generator = _make_generator(generator, device)
     start_state = generator.get_state()

@@ -220,8 +220,7 @@ def tune_grid(
     if not method.differentiable_grid:
         raise ValueError(
             f"solver: {method.describe()} does not differentiate through its grid; tune_grid "
-            "takes ddim, ode_euler, ode_heun, dpm_solver, dpm_solver++, deis (log_rho), unipc, "
-            "ipndm"
+            f"takes {', '.join(registry.differentiable_in_grid())}"
         )
     nfe = check_positive_int("nfe", nfe)
     steps = method.steps_for_nfe(nfe)

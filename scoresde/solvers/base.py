@@ -168,7 +168,11 @@ class AffineSolver(Solver):
     def coefficients(self, sde: SDE, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         raise NotImplementedError
 
-    differentiable_grid = True
+    @property
+    def differentiable_grid(self) -> bool:  # type: ignore[override]
+        """Deterministic ones only: a stochastic step's noise increments are drawn at the
+        grid's host times, outside the graph."""
+        return not self.stochastic
 
     def prepare(self, run: Run) -> tuple[list[tuple[Scalar, Scalar, Scalar]], ScoreFn]:
         a, b, c = self.coefficients(run.sde, run.grid[:-1], run.grid[1:])

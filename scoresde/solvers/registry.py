@@ -33,6 +33,12 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def differentiable_in_grid() -> list[str]:
+    """The registered solvers whose default configuration differentiates its samples through
+    the time grid (``Solver.differentiable_grid``), sorted."""
+    return [name for name in available() if get(name).differentiable_grid]
+
+
 def get(solver: str | Solver, **options: Any) -> Solver:
     """A configured solver: an instance is returned as is, a name is built with ``options``."""
     if isinstance(solver, Solver):
