@@ -24,6 +24,7 @@ import torch
 import scoresde as sd
 from scoresde.commands.tune_report import held_out_metrics
 from scoresde.core.grids import GRIDS
+from scoresde.evaluation.estimates import estimate
 from scoresde.evaluation.targets import TARGETS
 from scoresde.sample import default_eps
 
@@ -78,11 +79,6 @@ def _load(label: str, seed: int) -> list[dict] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    v = torch.tensor(values, dtype=torch.float64)
-    return float(v.mean()), float(v.std() / math.sqrt(v.numel()))
-
-
 def table() -> str:
     """Per model, solver and NFE at both seeds: the best named grid's held-out coupled error,
     the tuned grid's, their ratio, and (digits) FD of both. "v": the tuned grid is lower by
@@ -113,10 +109,10 @@ def table() -> str:
                 cells += [f"{bn:.3f} ± {bse:.3f} ({rule})", f"{tn:.3f} ± {tse:.3f}{mark}",
                           f"{tn / bn:.2f}"]  # fmt: skip
                 if fd:
-                    named_fd = _mean_se(row["metrics"][rule]["fd"])
-                    tuned_fd = _mean_se(row["metrics"]["tuned"]["fd"])
-                    cells.append(f"{named_fd[0]:.1f} ± {named_fd[1]:.1f} / "
-                                 f"{tuned_fd[0]:.1f} ± {tuned_fd[1]:.1f}")  # fmt: skip
+                    named_fd = estimate(row["metrics"][rule]["fd"])
+                    tuned_fd = estimate(row["metrics"]["tuned"]["fd"])
+                    cells.append(f"{named_fd.mean:.1f} ± {named_fd.se:.1f} / "
+                                 f"{tuned_fd.mean:.1f} ± {tuned_fd.se:.1f}")  # fmt: skip
             lines.append(f"| {row0['solver']} | {row0['nfe']} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

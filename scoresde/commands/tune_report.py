@@ -8,14 +8,13 @@ replicates of the held-out samples (mean +- standard error).
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from scoresde.core.grids import GRIDS
+from scoresde.evaluation.estimates import estimate
 from scoresde.evaluation.grid_search import tune_grid
 from scoresde.models import ModelSpec, load_model
 
@@ -107,6 +106,5 @@ def held_out_metrics(spec: ModelSpec, held: dict[str, Tensor]) -> dict[str, dict
 def _mean_se(values: list[float] | None) -> str:
     if not values:
         return "-"
-    v = torch.tensor(values, dtype=torch.float64)
-    se = float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
-    return f"{float(v.mean()):.3g} ± {se:.2g}"
+    e = estimate(values)
+    return f"{e.mean:.3g} ± {e.se:.2g}"

@@ -73,90 +73,6 @@ def estimate(values: Sequence[float]) -> Estimate:
     return Estimate(mean, math.sqrt(var / r), r)
 
 
-def welch_p_value(
-    values: Sequence[float], baseline: Sequence[float], alternative: str = "greater"
-) -> float:
-    """p-value of Welch's t-test of mean(values) = mean(baseline) against ``alternative``
-    ("greater": values are larger; "two-sided"). 1.0 when both sets are identical (nothing to
-    detect); 0.0 when a value is non-finite and the baseline is not (a diverged run is never
-    at the floor)."""
-    if len(values) < 2 or len(baseline) < 2:
-        raise ValueError("give at least two replicate values on each side")
-    if alternative not in ("greater", "two-sided"):
-        raise ValueError(f"alternative must be 'greater' or 'two-sided', got {alternative!r}")
-    a, b = [float(v) for v in values], [float(v) for v in baseline]
-    if not all(math.isfinite(v) for v in a):
-        return 0.0
-    if a == b:
-        return 1.0
-    ea, eb = estimate(a), estimate(b)
-    if ea.se == 0 and eb.se == 0:  # two constant sets: a difference without noise
-        greater = ea.mean > eb.mean
-        return 0.0 if greater or alternative == "two-sided" else 1.0
-    va, vb = ea.se**2, eb.se**2
-    df = (va + vb) ** 2 / (va**2 / (ea.replicates - 1) + vb**2 / (eb.replicates - 1))
-    return _t_p_value((ea.mean - eb.mean) / math.sqrt(va + vb), df, alternative)
-
-
-def _t_p_value(t: float, df: float, alternative: str) -> float:
-    """P(T >= t) ("greater") or P(|T| >= |t|) ("two-sided") for Student's t with df degrees.
-
-    Written out rather than through ``scipy.stats.ttest_*``, whose variance of nearly equal
-    replicate values warns of precision loss on every compare run; the two-pass variance of
-    ``estimate`` is exact enough there."""
-    if alternative == "greater":
-        return float(stats.t.sf(t, df))
-    return float(min(1.0, 2 * stats.t.sf(abs(t), df)))
-
-
-def one_sample_p_value(
-    values: Sequence[float], expected: float, alternative: str = "greater"
-) -> float:
-    """p-value of Student's one-sample t-test of mean(values) = ``expected`` (a value known
-    exactly, such as the target's entropy) against ``alternative``; 0.0 for non-finite values."""
-    if len(values) < 2:
-        raise ValueError("give at least two replicate values")
-    a = [float(v) for v in values]
-    if not all(math.isfinite(v) for v in a):
-        return 0.0
-    e = estimate(a)
-    if e.se == 0:
-        diff = a[0] - expected
-        return 1.0 if diff == 0 or (diff < 0 and alternative == "greater") else 0.0
-    return _t_p_value((e.mean - expected) / e.se, e.replicates - 1, alternative)
-
-
-def floor_test(
-    values: dict[str, Sequence[float]],
-    baseline: dict[str, Sequence[float]],
-    alpha: float,
-    two_sided: Sequence[str] = (),
-    expected: dict[str, float] | None = None,
-) -> tuple[dict[str, float], bool]:
-    """p-values per metric in ``baseline`` and the verdict "at the floor": no metric differs at
-    level alpha / (number of metrics) (Bonferroni, so the chance of a false "not at the floor"
-    is at most alpha). A metric whose value under exact sampling is known exactly
-    (``expected``: MMD^2's is 0, the cross-entropy's is the target's entropy) is tested against
-    that value (one-sample t-test); the others against the baseline's replicates (Welch).
-    One-sided ("greater") unless named in ``two_sided``."""
-    expected = expected or {}
-    p = {}
-    for k in baseline:
-        alt = "two-sided" if k in two_sided else "greater"
-        if k in expected:
-            p[k] = one_sample_p_value(values[k], expected[k], alt)
-        else:
-            p[k] = welch_p_value(values[k], baseline[k], alt)
-    return p, all(v >= alpha / len(p) for v in p.values())
-
-
-def equivalence_margin(floor: Estimate) -> float:
-    """delta = z_0.975 sqrt(2) sd with sd = se sqrt(R): the spread of a metric between two
-    independent exact sample sets of the same size (module doc); NaN without two replicates."""
-    sd = floor.se * math.sqrt(floor.replicates)
-    return float(stats.norm.ppf(MARGIN_QUANTILE)) * math.sqrt(2) * sd
-
-
 @dataclass(frozen=True)
 class Difference:
     """d = a metric's mean minus its exact-sampling value, with the standard error of d and its
@@ -194,6 +110,90 @@ class Difference:
             return False
         t = float(stats.t.ppf(1 - level, self.df)) if self.se > 0 else 0.0
         return (abs(self.d) if two_sided else self.d) + t * self.se < margin
+
+
+def welch_p_value(
+    values: Sequence[float], baseline: Sequence[float], alternative: str = "greater"
+) -> float:
+    """p-value of Welch's t-test of mean(values) = mean(baseline) against ``alternative``
+    ("greater": values are larger; "two-sided"). 1.0 when both sets are identical (nothing to
+    detect); 0.0 when a value is non-finite and the baseline is not (a diverged run is never
+    at the floor)."""
+    if len(values) < 2 or len(baseline) < 2:
+        raise ValueError("give at least two replicate values on each side")
+    if alternative not in ("greater", "two-sided"):
+        raise ValueError(f"alternative must be 'greater' or 'two-sided', got {alternative!r}")
+    a, b = [float(v) for v in values], [float(v) for v in baseline]
+    if not all(math.isfinite(v) for v in a):
+        return 0.0
+    if a == b:
+        return 1.0
+    ea, eb = estimate(a), estimate(b)
+    if ea.se == 0 and eb.se == 0:  # two constant sets: a difference without noise
+        greater = ea.mean > eb.mean
+        return 0.0 if greater or alternative == "two-sided" else 1.0
+    diff = Difference.between(ea, eb, None)
+    return _t_p_value(diff.d / diff.se, diff.df, alternative)
+
+
+def _t_p_value(t: float, df: float, alternative: str) -> float:
+    """P(T >= t) ("greater") or P(|T| >= |t|) ("two-sided") for Student's t with df degrees.
+
+    Written out rather than through ``scipy.stats.ttest_*``, whose variance of nearly equal
+    replicate values warns of precision loss on every compare run; the two-pass variance of
+    ``estimate`` is exact enough there."""
+    if alternative == "greater":
+        return float(stats.t.sf(t, df))
+    return float(min(1.0, 2 * stats.t.sf(abs(t), df)))
+
+
+def one_sample_p_value(
+    values: Sequence[float], expected: float, alternative: str = "greater"
+) -> float:
+    """p-value of Student's one-sample t-test of mean(values) = ``expected`` (a value known
+    exactly, such as the target's entropy) against ``alternative``; 0.0 for non-finite values."""
+    if len(values) < 2:
+        raise ValueError("give at least two replicate values")
+    a = [float(v) for v in values]
+    if not all(math.isfinite(v) for v in a):
+        return 0.0
+    e = estimate(a)
+    if e.se == 0:
+        diff = a[0] - expected
+        return 1.0 if diff == 0 or (diff < 0 and alternative == "greater") else 0.0
+    diff = Difference.between(e, e, expected)
+    return _t_p_value(diff.d / diff.se, diff.df, alternative)
+
+
+def floor_test(
+    values: dict[str, Sequence[float]],
+    baseline: dict[str, Sequence[float]],
+    alpha: float,
+    two_sided: Sequence[str] = (),
+    expected: dict[str, float] | None = None,
+) -> tuple[dict[str, float], bool]:
+    """p-values per metric in ``baseline`` and the verdict "at the floor": no metric differs at
+    level alpha / (number of metrics) (Bonferroni, so the chance of a false "not at the floor"
+    is at most alpha). A metric whose value under exact sampling is known exactly
+    (``expected``: MMD^2's is 0, the cross-entropy's is the target's entropy) is tested against
+    that value (one-sample t-test); the others against the baseline's replicates (Welch).
+    One-sided ("greater") unless named in ``two_sided``."""
+    expected = expected or {}
+    p = {}
+    for k in baseline:
+        alt = "two-sided" if k in two_sided else "greater"
+        if k in expected:
+            p[k] = one_sample_p_value(values[k], expected[k], alt)
+        else:
+            p[k] = welch_p_value(values[k], baseline[k], alt)
+    return p, all(v >= alpha / len(p) for v in p.values())
+
+
+def equivalence_margin(floor: Estimate) -> float:
+    """delta = z_0.975 sqrt(2) sd with sd = se sqrt(R): the spread of a metric between two
+    independent exact sample sets of the same size (module doc); NaN without two replicates."""
+    sd = floor.se * math.sqrt(floor.replicates)
+    return float(stats.norm.ppf(MARGIN_QUANTILE)) * math.sqrt(2) * sd
 
 
 @dataclass(frozen=True)
@@ -254,10 +254,9 @@ def _replicates_to_decide(
         at = {k: diff.at(r) for k, diff in diffs.items()}
         if all(at[k].within(margin[k], k in two_sided, level) for k in at):
             return True
-        for k, diff in at.items():
-            d = abs(diff.d) if k in two_sided else diff.d
-            a = alpha / 2 if k in two_sided else alpha
-            if diff.se > 0 and d / diff.se > stats.t.ppf(1 - a, diff.df):
+        for k, diff in at.items():  # the significance test of floor_test, on R' replicates
+            alternative = "two-sided" if k in two_sided else "greater"
+            if diff.se > 0 and _t_p_value(diff.d / diff.se, diff.df, alternative) < alpha:
                 return True
         return False
 

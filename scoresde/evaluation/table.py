@@ -188,7 +188,7 @@ def format_floor_summary(records: Sequence[Record]) -> str:
             p, never = orders[key], f">{most[key]}"
             at = str(first[key]) if first[key] is not None else never
             path = str(pathwise[key]) if pathwise[key] is not None else never
-            if all(r.metrics["coupled"] != r.metrics["coupled"] for r in _runs(records, key)):
+            if all(math.isnan(r.metrics["coupled"]) for r in _runs(records, key)):
                 path = "-"  # no pathwise limit
             order = f"{p:5.2f}" if p is not None else f"{'-':>5}"
             cells.append(f"{at:>{col}} {path:>8} {order}")
