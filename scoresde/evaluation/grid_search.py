@@ -92,7 +92,8 @@ class GridMap:
 
     def theta_of(self, grid: Tensor) -> Tensor:
         """Logits that map back to ``grid`` (its increments in lambda; with ``free_end`` a
-        last logit of 4, sigmoid(4) = 0.98 of the span, unless the grid ends short)."""
+        last logit for the share of the span the grid covers, at most 0.98, so that a grid
+        ending at eps starts where the end can still move)."""
         lam = _lam(self.sde, grid.detach().to(torch.float64))
         inc = torch.diff(lam).clamp_min(1e-12)
         theta = inc.log()
@@ -105,17 +106,16 @@ class GridMap:
 
 def descend(
     loss: Callable[[Tensor], Tensor], theta0: Tensor, iterations: int, lr: float
-) -> tuple[Tensor, float, int]:
+) -> tuple[Tensor, float]:
     """The one optimiser of grid tuning: Adam on theta for ``iterations`` steps of the full
-    training batch; returns the best iterate seen, its loss and the runs spent. A non-finite
-    loss or gradient leaves theta where it was and halves the step size."""
+    training batch; returns the best iterate seen and its loss. A non-finite loss or gradient
+    leaves theta where it was and halves the step size."""
     theta = theta0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([theta], lr=lr)
-    best, best_loss, runs = theta0.detach().clone(), math.inf, 0
+    best, best_loss = theta0.detach().clone(), math.inf
     for _ in range(iterations):
         opt.zero_grad()
         value = loss(theta)
-        runs += 1
         if not bool(torch.isfinite(value)):
             for group in opt.param_groups:
                 group["lr"] *= 0.5
@@ -129,7 +129,7 @@ def descend(
                 group["lr"] *= 0.5
             continue
         opt.step()
-    return best, best_loss, runs
+    return best, best_loss
 
 
 TEACHER_TOL = 1e-6  # rtol = atol of the dopri5 teacher run of tune_grid
@@ -288,7 +288,7 @@ def tune_grid(
         start = min(named_train, key=named_train.__getitem__) if init == "best" else init
         grid0, start_error = named[start], named_train[start]
     to_grid = GridMap(sde, float(grid0[0]), eps, free_end)
-    theta, train_error, _ = descend(
+    theta, train_error = descend(
         lambda th: distances(to_grid(th), "train", grad=True).mean(),
         to_grid.theta_of(grid0),
         iterations,
