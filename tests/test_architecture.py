@@ -19,6 +19,7 @@ LAYERS = [
     ("solvers", ["scoresde.solvers"]),
     ("drivers", ["scoresde.sample", "scoresde.likelihood"]),
     ("models", ["scoresde.models"]),
+    ("training", ["scoresde.training"]),
     ("evaluation", ["scoresde.evaluation"]),
     ("digits", ["scoresde.digits"]),
     ("commands", ["scoresde.commands", "scoresde.__main__"]),
