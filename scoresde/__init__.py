@@ -51,6 +51,7 @@ from scoresde.models.interop import (
     time_grid_from_timesteps,
 )
 from scoresde.sample import NonFiniteSampleError, Solution, sample
+from scoresde.training import TrainingData, TrainSettings, denoising_loss, train
 
 __version__ = "0.1.0"
 
@@ -76,6 +77,8 @@ __all__ = [
     "Score",
     "Solution",
     "SubVPSDE",
+    "TrainSettings",
+    "TrainingData",
     "TunedGrid",
     "bits_per_dim",
     "check_model",
@@ -85,6 +88,7 @@ __all__ = [
     "cosine_path",
     "ddpm",
     "decode",
+    "denoising_loss",
     "dequantize",
     "discrete_index",
     "dynamic_threshold",
@@ -116,6 +120,7 @@ __all__ = [
     "time_grid_from_scheduler",
     "time_grid_from_sigmas",
     "time_grid_from_timesteps",
+    "train",
     "tune_grid",
     "x0_from_score",
 ]

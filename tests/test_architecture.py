@@ -24,7 +24,7 @@ LAYERS = [
     ("digits", ["scoresde.digits"]),
     ("commands", ["scoresde.commands", "scoresde.__main__"]),
 ]
-REGISTRY = "scoresde/models/registry.py"
+REGISTRY = "scoresde/models/builtins.py"
 
 
 def _module_name(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""`scoresde` command line: compare solvers, generate samples, likelihoods, schedules.
+"""`scoresde` command line: compare solvers, generate samples, likelihoods, schedules, tune
+grids, train models.
 
 Errors in the user's input print one line, ``scoresde: error: ...``, and exit with status 2.
 """
@@ -336,7 +337,122 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument(
         "--no-progress", action="store_true", help="no progress bar on stderr (default: shown)"
     )
+    _add_train(sub)
     return p
+
+
+def _add_train(sub) -> None:
+    from scoresde.core.path_specs import PATHS
+    from scoresde.training import T_SAMPLERS, TRAIN_PREDICTIONS, WEIGHTINGS, TrainSettings
+
+    d = TrainSettings()
+    tr = sub.add_parser(
+        "train",
+        help="train a score model under any schedule and loss; writes a model directory "
+        "for --model",
+    )
+    tr.add_argument("--data", required=True, help="digits, or a .npy array (N, ...) of samples")
+    tr.add_argument("--out", required=True, help="the model directory to write")
+    tr.add_argument(
+        "--schedule",
+        default=d.path,
+        help=f"the path to train on: {', '.join(PATHS)} (default %(default)s)",
+    )
+    tr.add_argument(
+        "--prediction",
+        choices=TRAIN_PREDICTIONS,
+        help="what the network predicts (default: the schedule's usual one)",
+    )
+    tr.add_argument(
+        "--weighting",
+        choices=tuple(WEIGHTINGS),
+        help="the loss weighting (default: the schedule's usual one)",
+    )
+    tr.add_argument(
+        "--t-sampler",
+        choices=tuple(T_SAMPLERS),
+        help="how t is drawn (default: the schedule's usual one)",
+    )
+    for name, kind, text in (
+        ("steps", int, "optimiser steps"),
+        ("batch", int, "global batch size"),
+        ("lr", float, "peak learning rate"),
+        ("warmup", int, "linear warm-up steps"),
+        ("ema-decay", float, "EMA decay"),
+        ("grad-clip", float, "gradient norm clip"),
+        ("width", int, "network width"),
+        ("seed", int, "seed of weights and every draw"),
+        ("checkpoint-every", int, "steps between checkpoints"),
+        ("min-snr-gamma", float, "gamma of min_snr weighting"),
+    ):
+        default = getattr(d, name.replace("-", "_"))
+        tr.add_argument(f"--{name}", type=kind, default=default,
+                        help=f"{text} (default %(default)s)")  # fmt: skip
+    tr.add_argument(
+        "--test-fraction", type=float, default=0.1,
+        help="rows of a .npy held out for the test loss (default %(default)s)",
+    )  # fmt: skip
+    tr.add_argument("--resume", action="store_true", help="continue --out's checkpoint")
+    tr.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
+    tr.add_argument(
+        "--no-progress", action="store_true", help="no progress bar on stderr (default: shown)"
+    )
+
+
+def _init_distributed(device: str) -> tuple[str, int]:
+    """Under torchrun (WORLD_SIZE > 1) join the process group (NCCL for cuda, gloo on CPU) and
+    pin this process's GPU; returns (device, world size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend=backend)
+    _check_device(device)
+    return device, world
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scoresde.models.builtins import BUILTIN_DATA, builtin
+    from scoresde.training import TrainingData, TrainSettings, train
+
+    if args.data in BUILTIN_DATA:
+        data = builtin(BUILTIN_DATA, args.data, "data")
+    elif args.data.endswith(".npy"):
+        data = TrainingData.from_npy(args.data, test_fraction=args.test_fraction, seed=0)
+    else:
+        raise UsageError(
+            f"--data must be {', '.join(BUILTIN_DATA)} or a .npy file, got {args.data!r}"
+        )
+    settings = TrainSettings(
+        path=args.schedule, prediction=args.prediction, weighting=args.weighting,
+        t_sampler=args.t_sampler, steps=args.steps, batch=args.batch, lr=args.lr,
+        warmup=args.warmup, ema_decay=args.ema_decay, grad_clip=args.grad_clip,
+        width=args.width, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        min_snr_gamma=args.min_snr_gamma,
+    )  # fmt: skip
+    device, world = _init_distributed(args.device)
+    os.environ["SCORESDE_COMMAND"] = "scoresde " + " ".join(sys.argv[1:])
+    try:
+        result = train(data, args.out, settings=settings, device=device, resume=args.resume,
+                       progress=not args.no_progress)  # fmt: skip
+    finally:
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        meta = result.meta
+        test = meta.get("test_loss")
+        print(
+            f"trained {meta['prediction']} on {meta['path']} ({meta['training']['weighting']}, "
+            f"{meta['training']['t_sampler']}) for {meta['training']['steps']} steps in "
+            f"{meta['training']['seconds']:.0f} s: loss {meta['loss_curve'][-1]['loss']:.4f}"
+            + (f", held-out {test['mean']:.4f} ± {test['stderr']:.4f}" if test else "")
+        )
+        print(f"wrote {Path(args.out)}; sample it with --model {args.out}")
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -346,15 +462,7 @@ def _generate(args: argparse.Namespace) -> int:
     for name in ("num", "batch_size", "shard_size", "steps"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    device = args.device
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        if device == "cuda":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group(backend=backend)
-    _check_device(device)
+    device, world = _init_distributed(args.device)
     spec = load_model(args.model)
     start = time.perf_counter()
     try:
@@ -541,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "generate": _generate,
             "likelihood": _likelihood,
             "schedules": _schedules,
+            "train": _train,
             "tune": _tune,
         }
         with warnings.catch_warnings():

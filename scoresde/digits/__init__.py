@@ -27,8 +27,16 @@ import torch
 from scoresde.core.adapters import scaled_time
 from scoresde.core.schedules import DiscreteSchedule
 from scoresde.digits.classifier import DigitClassifier
-from scoresde.digits.data import BIN_WIDTH, LEVELS, SHAPE, levels_to_model, load_split
-from scoresde.digits.unet import DigitsUNet
+from scoresde.digits.data import (
+    BIN_WIDTH,
+    LEVELS,
+    SHAPE,
+    dequantized,
+    levels_to_model,
+    load_split,
+    split_indices,
+)
+from scoresde.models.unet import SmallUNet as DigitsUNet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # compare's defaults for this model: sized so that the fifteen default solvers run in under
@@ -81,11 +89,41 @@ def schedule() -> DiscreteSchedule:
     return DiscreteSchedule.linear(metadata()["schedule"]["num_timesteps"])
 
 
+def evaluator():
+    """The data-side evaluator of models trained on digits (FD, label balance, ...) with the
+    shipped classifier; named "digits" in a model directory's model.json."""
+    from scoresde.digits.evaluation import DigitsEvaluator
+
+    return DigitsEvaluator(load_classifier())
+
+
+def training_data():
+    """The fixed split as the trainer's data (``--data digits``): integer levels, dequantised
+    afresh in every batch, the digits evaluator and compare's defaults."""
+    from scoresde.training.data import TrainingData
+
+    train, test = split_indices()
+    return TrainingData(
+        train=load_split("train").levels,
+        test=load_split("test").levels,
+        shape=SHAPE,
+        transform=dequantized,
+        split={
+            "source": "sklearn.datasets.load_digits (1797 images, 8x8, levels 0..16)",
+            "split": "train_test_split(test_size=0.25, stratify=target, random_state=0)",
+            "train_size": int(train.size),
+            "test_indices": test.tolist(),
+            "model_space": "x = -1 + (k + u) 2/17, u ~ U[0, 1) afresh in every batch",
+        },
+        source="digits",
+        evaluator="digits",
+        compare_defaults=COMPARE_DEFAULTS,
+    )
+
+
 def build() -> dict[str, Any]:
     """The model dict of ``scoresde.models``'s protocol, plus the data-side evaluator and
     compare's defaults for this model."""
-    from scoresde.digits.evaluation import DigitsEvaluator
-
     n = metadata()["schedule"]["num_timesteps"]
     return {
         "net": load_unet(),
@@ -93,7 +131,7 @@ def build() -> dict[str, Any]:
         "prediction": "eps",
         "schedule": schedule(),
         "time_label": scaled_time(n),  # label = N t: timestep i at t = i/N, float in between
-        "evaluator": DigitsEvaluator(load_classifier()),
+        "evaluator": evaluator(),
         "compare_defaults": COMPARE_DEFAULTS,
     }
 
@@ -107,10 +145,12 @@ __all__ = [
     "DigitClassifier",
     "DigitsUNet",
     "build",
+    "evaluator",
     "levels_to_model",
     "load_classifier",
     "load_split",
     "load_unet",
     "metadata",
     "schedule",
+    "training_data",
 ]

@@ -46,6 +46,13 @@ class DigitsSplit:
         return int(self.labels.numel())
 
 
+def dequantized(k: Tensor, generator: torch.Generator) -> Tensor:
+    """x = -1 + (k + u) w, u ~ U[0, 1) from ``generator``: a training batch in model space
+    (the trainer's transform; no checks, so no host reads inside the training loop)."""
+    u = torch.rand(k.shape, generator=generator, device=k.device, dtype=torch.float32)
+    return -1.0 + (k.to(torch.float32) + u) * BIN_WIDTH
+
+
 def levels_to_model(k: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """x = -1 + (k + 1/2) w with w = 2/17: integer level k to its bin centre."""
     return -1.0 + (k.to(dtype) + 0.5) * BIN_WIDTH

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from scoresde.core.schedules import DiscreteSchedule
 from scoresde.digits.classifier import DigitClassifier
 from scoresde.digits.data import LEVELS, load_split
-from scoresde.digits.unet import DigitsUNet
 from scoresde.likelihood import dequantize
+from scoresde.models.unet import SmallUNet as DigitsUNet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 NUM_TIMESTEPS = 1000

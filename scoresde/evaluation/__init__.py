@@ -9,6 +9,7 @@ and the runs they make), ``problem`` (a target or a model), ``runner`` (running 
 ``sample_grids``.
 """
 
+from scoresde.core.path_specs import PATHS, path_from_spec
 from scoresde.evaluation.compare import compare, run_problem
 from scoresde.evaluation.estimates import (
     Estimate,
@@ -21,7 +22,6 @@ from scoresde.evaluation.estimates import (
     welch_p_value,
 )
 from scoresde.evaluation.files import records_to_csv, records_to_json, summary, write_results
-from scoresde.evaluation.paths import PATHS, path_from_spec
 from scoresde.evaluation.record import Record
 from scoresde.evaluation.sample_grids import SampleCollector, write_sample_grids
 from scoresde.evaluation.settings import (

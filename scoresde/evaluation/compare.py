@@ -52,10 +52,10 @@ from scoresde.core.checks import (
     check_seed,
 )
 from scoresde.core.grids import GRIDS
+from scoresde.core.path_specs import path_from_spec
 from scoresde.core.schedules import NoiseSchedule
 from scoresde.core.sde import SDE, VPSDE
 from scoresde.evaluation.estimates import floor_verdict, welch_p_value
-from scoresde.evaluation.paths import path_from_spec
 from scoresde.evaluation.problem import Problem, build_problem
 from scoresde.evaluation.record import Record
 from scoresde.evaluation.runner import Runner, Scorer, seeded_generator, summarise
@@ -117,7 +117,7 @@ def compare(
             ``nfe`` is ignored; a spec's own ``grid=file:PATH`` does the same for one solver.
         path: instead of ``schedule``, Gaussian paths to run every target on, from the same
             data: a list or a comma-separated string of specs ``name[:shift=a]``
-            (``scoresde.evaluation.paths``: vp-linear, vp-cosine, rectified-flow,
+            (``scoresde.core.path_specs``: vp-linear, vp-cosine, rectified-flow,
             rectified-flow:shift=3, edm, ...). Records are labelled by the path. Not with
             ``model`` (a model has its own path). The records of a path are filed under the
             target "<target>/<path>", e.g. "gmm2d/rectified-flow".

@@ -1,6 +1,7 @@
 """Training score models: the denoising loss of every parameterisation, weighting and time
 proposal (``denoising_loss``), and the trainer that writes a model directory."""
 
+from scoresde.training.data import TrainingData
 from scoresde.training.losses import TRAIN_PREDICTIONS, denoising_loss, prediction_factor
 from scoresde.training.time_samplers import (
     T_SAMPLERS,
@@ -11,6 +12,7 @@ from scoresde.training.time_samplers import (
     TimeSampler,
     Uniform,
 )
+from scoresde.training.trainer import RECIPES, TrainResult, TrainSettings, train
 from scoresde.training.weightings import (
     WEIGHTINGS,
     EDMWeight,
@@ -22,6 +24,7 @@ from scoresde.training.weightings import (
 )
 
 __all__ = [
+    "RECIPES",
     "TRAIN_PREDICTIONS",
     "T_SAMPLERS",
     "WEIGHTINGS",
@@ -35,8 +38,12 @@ __all__ = [
     "Sigma2",
     "Simple",
     "TimeSampler",
+    "TrainResult",
+    "TrainSettings",
+    "TrainingData",
     "Uniform",
     "Weighting",
     "denoising_loss",
     "prediction_factor",
+    "train",
 ]

@@ -78,6 +78,8 @@ def denoising_loss(
     time_label: TimeLabelFn | None = None,
     preconditioning: EDMPreconditioning | None = None,
     condition: dict[str, Any] | None = None,
+    t: Tensor | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """Per-sample denoising loss (B,) of ``net`` on clean data ``x0`` (B, ...) (module doc).
 
@@ -99,6 +101,9 @@ def denoising_loss(
         time_label: t -> the network's time input (default: t itself); unused for edm.
         preconditioning: EDM's coefficients (default sigma_d = 0.5, label_scale 1).
         condition: keyword arguments for the network (per-sample tensors have B rows).
+        t, noise: the times (B,) and the standard normal noise (x0's shape) drawn beforehand,
+            e.g. for a whole global batch of which this call takes a share; r(t) then comes
+            from ``t_sampler.correction``.
     """
     if prediction not in TRAIN_PREDICTIONS:
         raise ValueError(
@@ -113,8 +118,19 @@ def denoising_loss(
     label_of = time_label or continuous_time()
     batch, device, dtype = x0.shape[0], x0.device, x0.dtype
 
-    t, r = sampler.draw(sde, batch, generator, device)
-    eps = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
+    if t is None:
+        t, r = sampler.draw(sde, batch, generator, device)
+    else:
+        t = t.to(device=device, dtype=torch.float64)
+        if t.shape != (batch,):
+            raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")
+        r = sampler.correction(sde, t)
+    if noise is None:
+        eps = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
+    else:
+        eps = noise.to(dtype)
     m, s = sde.marginal(t)
     m_b, s_b = broadcast_time(m.to(dtype), x0), broadcast_time(s.to(dtype), x0)
     x_t = m_b * x0 + s_b * eps

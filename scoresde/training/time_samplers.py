@@ -60,6 +60,10 @@ class TimeSampler:
     ) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def correction(self, sde: SDE, t: Tensor) -> Tensor:
+        """r(t) for times drawn beforehand (1 unless the sampler reweights)."""
+        return torch.ones_like(t)
+
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "t_min": self.t_min, "t_max": self.t_max}
 
@@ -124,10 +128,12 @@ class Importance(TimeSampler):
         lo, hi, lam_lo, lam_hi = self.bounds(sde)
         u = _uniform(batch, generator, device)
         t = sde.t_from_log_snr(lam_lo + (lam_hi - lam_lo) * u).clamp(lo, hi)
+        return t, self.correction(sde, t)
+
+    def correction(self, sde: SDE, t: Tensor) -> Tensor:
+        lo, hi, lam_lo, lam_hi = self.bounds(sde)
         s = sde.marginal(t)[1]
-        g2 = sde.diffusion(t) ** 2
-        r = (lam_lo - lam_hi) * s**2 / ((hi - lo) * g2)
-        return t, r
+        return (lam_lo - lam_hi) * s**2 / ((hi - lo) * sde.diffusion(t) ** 2)
 
 
 @dataclass

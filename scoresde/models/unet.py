@@ -1,9 +1,11 @@
-"""The small epsilon-prediction U-Net behind the built-in ``digits`` model.
+"""The package's small U-Net for image data (C, H, W) with H and W divisible by 4: the network
+of the built-in model and the trainer's default for images.
 
-Three resolutions, 8x8 (width c), 4x4 and 2x2 (width 2c), one residual block per level on the
-way down and on the way up, skip connections by concatenation, average-pool down and nearest
-up. The time label (the DDPM timestep i = N t as a float, so continuous-time solvers can ask
-between timesteps) enters through a sinusoidal embedding and an MLP added inside every block.
+Three resolutions, H x W (width c), H/2 x W/2 and H/4 x W/4 (width 2c), one residual block
+per level on the way down and on the way up, skip connections by concatenation, average-pool
+down and nearest up. The time label (the DDPM timestep i = N t as a float, so continuous-time
+solvers can ask between timesteps) enters through a sinusoidal embedding and an MLP added
+inside every block.
 """
 
 from __future__ import annotations
@@ -41,27 +43,30 @@ class ResidualBlock(nn.Module):
         return h + self.skip(x)
 
 
-class DigitsUNet(nn.Module):
-    """eps_theta(x, label): x (B, 1, 8, 8), label (B,) float timestep in [0, N]; returns
-    (B, 1, 8, 8)."""
+class SmallUNet(nn.Module):
+    """net(x, label): x (B, C, H, W), label (B,) float (a DDPM-scale timestep: the sinusoidal
+    embedding resolves labels from about 1 to 10^4); returns (B, C, H, W)."""
 
-    def __init__(self, width: int = 16, embed_dim: int = 64) -> None:
+    def __init__(self, width: int = 16, embed_dim: int = 64, channels: int = 1) -> None:
         super().__init__()
         c = width
         self.embed_dim = embed_dim
         self.time_mlp = nn.Sequential(
             nn.Linear(embed_dim, 2 * embed_dim), nn.SiLU(), nn.Linear(2 * embed_dim, embed_dim)
         )
-        self.inp = nn.Conv2d(1, c, 3, padding=1)
+        self.inp = nn.Conv2d(channels, c, 3, padding=1)
         self.down8 = ResidualBlock(c, c, embed_dim)
         self.down4 = ResidualBlock(c, 2 * c, embed_dim)
         self.mid2 = ResidualBlock(2 * c, 2 * c, embed_dim)
         self.up4 = ResidualBlock(4 * c, 2 * c, embed_dim)
         self.up8 = ResidualBlock(3 * c, c, embed_dim)
-        self.out = nn.Sequential(nn.GroupNorm(4, c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
+        self.out = nn.Sequential(
+            nn.GroupNorm(4, c), nn.SiLU(), nn.Conv2d(c, channels, 3, padding=1)
+        )
 
     def forward(self, x: Tensor, label: Tensor) -> Tensor:
-        """eps for x of any floating dtype: computed in the weights' dtype, returned in x's."""
+        """The output for x of any floating dtype: computed in the weights' dtype, returned in
+        x's."""
         dtype = self.inp.weight.dtype
         emb = self.time_mlp(timestep_embedding(label, self.embed_dim).to(dtype))
         h8 = self.down8(self.inp(x.to(dtype)), emb)

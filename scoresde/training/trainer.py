@@ -1,0 +1,473 @@
+"""The trainer: denoising score matching under any path, prediction, weighting and time
+proposal, written out as a model directory that ``--model DIR`` samples with no flags.
+
+One step, for a global batch of B rows and W processes (W = 1 without torch.distributed):
+
+    rows  = B indices ~ U{0..N-1}                   the trainer's generator (seeded), on every
+    x_0   = data.transform(rows)                    process alike: the whole global batch's
+    t, r  = t_sampler(B), noise ~ N(0, I)           draws, in this order
+    loss  = mean over this process's B / W rows of denoising_loss(...)   (scoresde.training.losses)
+    Adam on the gradient averaged over processes (DistributedDataParallel), after clipping its
+    global norm; lr = linear warm-up, then cosine decay to 0; EMA of the weights with decay
+    min(ema_decay, (1 + k) / (10 + k)) at step k (the usual warm-up, so that short runs are not
+    dominated by the initial weights).
+
+So every process draws the same numbers and takes its share: the weights after k steps do not
+depend on W, up to float reassociation in the gradient's all-reduce (gloo on CPU, NCCL on
+GPUs). Network initial weights come from the seed too, without touching the global RNG.
+
+Checkpoints (every ``checkpoint_every`` steps and at the end): checkpoint-<step>.safetensors
+(network, EMA, Adam's moments, the generator's state) and checkpoint.json (step, settings,
+loss curve, the tensors file's SHA-256), each written atomically and the JSON last; the older
+tensors file is removed only after the JSON names the new one. ``resume=True`` continues from
+the checkpoint with the same settings (a different setting is refused by name), and gives the
+same bytes as an uninterrupted run on the same machine, thread count and process count.
+
+The model directory (``scoresde.models.directory``) holds the EMA weights and a model.json with
+every setting, the data split, the loss curve, the held-out loss and timings.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from scoresde.core.adapters import scaled_time
+from scoresde.core.checks import check_device, check_positive_int, check_seed
+from scoresde.core.output_dir import atomic_write, check_output_dir
+from scoresde.core.path_specs import path_from_spec
+from scoresde.core.preconditioning import EDMPreconditioning
+from scoresde.core.sde import SDE
+from scoresde.models.directory import MODEL_FILE, write_model_dir
+from scoresde.models.networks import build_network, network_config
+from scoresde.training.data import TrainingData
+from scoresde.training.losses import TRAIN_PREDICTIONS, denoising_loss
+from scoresde.training.time_samplers import T_SAMPLERS, TimeSampler, time_sampler_from
+from scoresde.training.weightings import WEIGHTINGS, EDMWeight, MinSNR, Weighting, weighting_from
+
+CHECKPOINT_FILE = "checkpoint.json"
+LABEL_SCALE = 1000.0  # the network's label is 1000 t (N t on a table of N steps)
+
+# each path's usual recipe: (prediction, weighting, t_sampler)
+RECIPES: dict[str, tuple[str, str, str]] = {
+    "ddpm-linear": ("eps", "simple", "discrete"),
+    "ddpm-cosine": ("eps", "simple", "discrete"),
+    "vp-discrete": ("eps", "simple", "discrete"),
+    "ddpm-zsnr": ("v", "simple", "discrete"),
+    "vp-linear": ("eps", "simple", "uniform"),
+    "vp-cosine": ("eps", "simple", "uniform"),
+    "subvp": ("eps", "simple", "uniform"),
+    "ve": ("eps", "simple", "uniform"),
+    "edm": ("edm", "edm", "lognormal"),
+    "rectified-flow": ("flow", "simple", "logit_normal"),
+    "cosine": ("v", "simple", "uniform"),
+}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every setting of a training run (all written to model.json). ``prediction``,
+    ``weighting`` and ``t_sampler`` default to the path's recipe (``RECIPES``); the warm-up
+    is at most a fifth of the steps."""
+
+    path: str = "ddpm-linear"
+    prediction: str | None = None
+    weighting: str | None = None
+    t_sampler: str | None = None
+    min_snr_gamma: float = 5.0
+    sigma_data: float = 0.5
+    t_min: float = 1e-5
+    steps: int = 30_000
+    batch: int = 128
+    lr: float = 2e-3
+    warmup: int = 500
+    ema_decay: float = 0.9995
+    grad_clip: float = 1.0
+    width: int = 16
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 100
+
+    def resolved(self) -> TrainSettings:
+        """The settings with the recipe filled in, each checked (errors name the setting)."""
+        path_from_spec(self.path)
+        name = self.path.partition(":")[0]
+        recipe = RECIPES.get(name, ("eps", "simple", "uniform"))
+        out = replace(
+            self,
+            warmup=min(self.warmup, self.steps // 5),
+            prediction=self.prediction or recipe[0],
+            weighting=self.weighting or recipe[1],
+            t_sampler=self.t_sampler or recipe[2],
+        )
+        if out.prediction not in TRAIN_PREDICTIONS:
+            raise ValueError(
+                f"prediction must be one of {', '.join(TRAIN_PREDICTIONS)}, got {out.prediction!r}"
+            )
+        if out.weighting not in WEIGHTINGS:
+            raise ValueError(
+                f"weighting must be one of {', '.join(WEIGHTINGS)}, got {out.weighting!r}"
+            )
+        if out.t_sampler not in T_SAMPLERS:
+            raise ValueError(
+                f"t_sampler must be one of {', '.join(T_SAMPLERS)}, got {out.t_sampler!r}"
+            )
+        for name in ("steps", "batch", "width", "checkpoint_every", "log_every"):
+            check_positive_int(name, getattr(out, name))
+        check_positive_int("warmup", out.warmup, minimum=0)
+        check_seed("seed", out.seed)
+        for name, low, high in (
+            ("lr", 0.0, 1.0),
+            ("ema_decay", 0.0, 1.0),
+            ("t_min", 0.0, 0.5),
+            ("grad_clip", 0.0, math.inf),
+            ("min_snr_gamma", 0.0, math.inf),
+            ("sigma_data", 0.0, math.inf),
+        ):
+            value = getattr(out, name)
+            if not ((isinstance(value, int | float) and low < value < high) or value == high):
+                raise ValueError(f"{name} must lie in ({low:g}, {high:g}), got {value!r}")
+        return out
+
+    def weighting_object(self) -> Weighting:
+        if self.weighting == "min_snr":
+            return MinSNR(self.min_snr_gamma)
+        if self.weighting == "edm":
+            return EDMWeight(self.preconditioning())
+        return weighting_from(self.weighting)
+
+    def sampler_object(self) -> TimeSampler:
+        sampler = time_sampler_from(self.t_sampler)
+        if hasattr(sampler, "t_min") and self.t_sampler != "discrete":
+            sampler.t_min = self.t_min
+        return sampler
+
+    def preconditioning(self) -> EDMPreconditioning:
+        return EDMPreconditioning(self.sigma_data, LABEL_SCALE)
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the model directory (or None), the EMA network and model.json."""
+
+    out: Path | None
+    network: nn.Module
+    meta: dict[str, Any]
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _lr(step: int, steps: int, peak: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _seeded(build, seed: int) -> nn.Module:
+    """A module with initial weights from ``seed``, the global RNG left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _label_scale(sde: SDE) -> float:
+    n = getattr(getattr(sde, "schedule", None), "num_timesteps", None)
+    return float(n) if n else LABEL_SCALE
+
+
+class _Checkpoint:
+    """checkpoint.json and its tensors file in ``out`` (module doc)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def write(self, step: int, tensors: dict[str, Tensor], record: dict[str, Any]) -> None:
+        name = f"checkpoint-{step:08d}.safetensors"
+        data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        atomic_write(self.out / name, data)
+        old = self.read_json()
+        record = {
+            **record,
+            "step": step,
+            "tensors": name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        atomic_write(self.out / CHECKPOINT_FILE, (json.dumps(record) + "\n").encode())
+        if old is not None and old["tensors"] != name:
+            (self.out / old["tensors"]).unlink(missing_ok=True)
+
+    def read_json(self) -> dict[str, Any] | None:
+        file = self.out / CHECKPOINT_FILE
+        return json.loads(file.read_text()) if file.is_file() else None
+
+    def read(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        record = self.read_json()
+        if record is None:
+            raise ValueError(f"resume: {self.out} has no {CHECKPOINT_FILE} to resume from")
+        file = self.out / record["tensors"]
+        data = file.read_bytes() if file.is_file() else b""
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise ValueError(f"resume: {file} is missing or differs from {CHECKPOINT_FILE}")
+        return record, load_file(file)
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, Tensor]:
+    out = {}
+    for i, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"opt.{i}.{key}"] = torch.as_tensor(value)
+    return out
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor]) -> None:
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    full = opt.state_dict()
+    full["state"] = state
+    opt.load_state_dict(full)
+
+
+def _prefixed(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def train(
+    data: TrainingData | Tensor | np.ndarray,
+    out: str | Path | None = None,
+    *,
+    settings: TrainSettings | None = None,
+    network: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> TrainResult:
+    """Train a score model on ``data`` and write it to ``out`` as a model directory (module
+    doc); ``overrides`` set fields of ``TrainSettings`` (``train(data, out, path="edm",
+    steps=300)``).
+
+    Args:
+        data: a ``TrainingData``, or an array (N, ...) of samples (10 % held out, seed 0).
+        out: the model directory (created; refused if it already holds a model or a
+            checkpoint, unless ``resume``). None trains without writing anything.
+        settings: every training setting (``TrainSettings``).
+        network: an ``nn.Module`` called as net(x, label); default the package's U-Net for
+            images or MLP for vectors, sized from the data's shape and ``width``.
+        device: where to train ("cpu", "cuda", ...); under torchrun each process's own.
+        resume: continue from ``out``'s checkpoint.
+        progress: a progress bar with the loss (rank 0).
+    """
+    unknown = set(overrides) - {f.name for f in fields(TrainSettings)}
+    if unknown:
+        raise TypeError(f"train() got unknown settings {sorted(unknown)}")
+    cfg = replace(settings or TrainSettings(), **overrides).resolved()
+    if isinstance(data, Tensor | np.ndarray):
+        data = TrainingData.from_array(data)
+    if not isinstance(data, TrainingData):
+        raise TypeError(f"data must be a TrainingData or a tensor, got {type(data).__name__}")
+    device = check_device("device", device)
+    rank, world = _dist()
+    if cfg.batch % world:
+        raise ValueError(f"batch ({cfg.batch}) must be divisible by the process count {world}")
+    sde = path_from_spec(cfg.path)
+    weighting, sampler = cfg.weighting_object(), cfg.sampler_object()
+    pre = cfg.preconditioning()
+    sampler.draw(sde, 1, None, torch.device("cpu"))  # refuses a bad interval up front
+    label = scaled_time(_label_scale(sde))
+
+    out_dir = None if out is None else check_output_dir(out)
+    checkpoint = None if out_dir is None else _Checkpoint(out_dir)
+    if out_dir is not None and not resume:
+        for name in (MODEL_FILE, CHECKPOINT_FILE):
+            if (out_dir / name).exists():
+                raise ValueError(f"out: {out_dir} already holds {name}; resume=True continues it")
+    if resume and checkpoint is None:
+        raise ValueError("resume: needs out, the directory of the interrupted run")
+
+    net_config = network_config(data.shape, cfg.width) if network is None else None
+    make = (lambda: build_network(net_config)) if network is None else None
+    net = (_seeded(make, cfg.seed) if make else network).to(device)
+    ema = _seeded(make, cfg.seed).to(device) if make else copy.deepcopy(network).to(device)
+    ema.load_state_dict(net.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    train_rows = data.train.to(device)
+    loss_curve: list[dict[str, float]] = []
+    start, seconds = 0, 0.0
+
+    settings_record = asdict(cfg)
+    if resume:
+        record, tensors = checkpoint.read()
+        if record["settings"] != settings_record:
+            diff = [k for k in settings_record if record["settings"].get(k) != settings_record[k]]
+            raise ValueError(f"resume: the checkpoint was written with other settings: {diff}")
+        net.load_state_dict(_prefixed("net.", tensors))
+        ema.load_state_dict(_prefixed("ema.", tensors))
+        _load_optimizer(opt, tensors)
+        gen.set_state(tensors["generator"])
+        start, loss_curve, seconds = record["step"], record["loss_curve"], record["seconds"]
+
+    model = net
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    share = cfg.batch // world
+    rows_here = slice(rank * share, (rank + 1) * share)
+    n = train_rows.shape[0]
+
+    bar = tqdm(
+        total=cfg.steps, initial=start, disable=not progress or rank != 0, desc="train", unit="step"
+    )
+    began = time.perf_counter()
+    running = torch.zeros((), device=device, dtype=torch.float64)
+    since = start
+    for step in range(start, cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg.steps, cfg.lr, cfg.warmup)
+        index = torch.randint(0, n, (cfg.batch,), generator=gen, device=device)
+        x0 = train_rows[index] if data.transform is None else data.transform(train_rows[index], gen)
+        t, _ = sampler.draw(sde, cfg.batch, gen, device)
+        noise = torch.randn(x0.shape, generator=gen, device=device, dtype=x0.dtype)
+        loss = denoising_loss(
+            model,
+            sde,
+            x0[rows_here],
+            prediction=cfg.prediction,
+            weighting=weighting,
+            t_sampler=sampler,
+            time_label=label,
+            preconditioning=pre,
+            t=t[rows_here],
+            noise=noise[rows_here],
+        ).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
+                p_ema.lerp_(p, 1 - decay)
+        running += loss.detach()
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            if world > 1:
+                torch.distributed.all_reduce(running)
+                running /= world
+            mean = float(running) / (done - since)
+            if not math.isfinite(mean):
+                raise FloatingPointError(
+                    f"training loss is not finite over steps {since + 1}..{done} (lr {cfg.lr:g}); "
+                    f"the last checkpoint is step {since - since % cfg.checkpoint_every}"
+                )
+            loss_curve.append({"step": done, "loss": mean})
+            bar.set_postfix(loss=f"{mean:.4f}")
+            running.zero_()
+            since = done
+        bar.update(1)
+        if (
+            checkpoint is not None
+            and rank == 0
+            and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
+        ):
+            tensors = {
+                **{f"net.{k}": v for k, v in net.state_dict().items()},
+                **{f"ema.{k}": v for k, v in ema.state_dict().items()},
+                **_optimizer_tensors(opt),
+                "generator": gen.get_state(),
+            }
+            elapsed = seconds + time.perf_counter() - began
+            checkpoint.write(
+                done,
+                tensors,
+                {"settings": settings_record, "loss_curve": loss_curve, "seconds": elapsed},
+            )
+    bar.close()
+    seconds += time.perf_counter() - began
+    ema.eval()
+
+    meta = {
+        "network": net_config or {"kind": "custom", "class": type(network).__qualname__},
+        "shape": list(data.shape),
+        "path": cfg.path,
+        "prediction": cfg.prediction,
+        "time_label_scale": _label_scale(sde),
+        "preconditioning": pre.describe() if cfg.prediction == "edm" else None,
+        "evaluator": data.evaluator,
+        "compare_defaults": data.compare_defaults,
+        "training": {
+            **settings_record,
+            "weighting_detail": weighting.describe(),
+            "t_sampler_detail": sampler.describe(),
+            "world_size": world,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "seconds": round(seconds, 1),
+            "command": os.environ.get("SCORESDE_COMMAND"),
+        },
+        "data": {"source": data.source, **data.split},
+        "loss_curve": loss_curve,
+    }
+    if data.test is not None:
+        meta["test_loss"] = held_out_loss(ema, sde, data, cfg, device)
+    if out_dir is not None and rank == 0:
+        write_model_dir(out_dir, ema.state_dict(), meta)
+    if world > 1:
+        torch.distributed.barrier()
+    return TrainResult(out_dir, ema, meta)
+
+
+def held_out_loss(
+    net: nn.Module,
+    sde: SDE,
+    data: TrainingData,
+    cfg: TrainSettings,
+    device: torch.device,
+    draws: int = 8,
+) -> dict[str, float]:
+    """The training objective on the test rows: mean and standard error over ``draws`` passes
+    of (t, noise, transform) from a fixed generator (seed + 1)."""
+    gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+    rows = data.test.to(device)
+    per_pass = []
+    with torch.no_grad():
+        for _ in range(draws):
+            x0 = rows if data.transform is None else data.transform(rows, gen)
+            loss = denoising_loss(
+                net,
+                sde,
+                x0,
+                prediction=cfg.prediction,
+                weighting=cfg.weighting_object(),
+                t_sampler=cfg.sampler_object(),
+                generator=gen,
+                time_label=scaled_time(_label_scale(sde)),
+                preconditioning=cfg.preconditioning(),
+            )
+            per_pass.append(float(loss.mean()))
+    mean = sum(per_pass) / draws
+    sd = math.sqrt(sum((v - mean) ** 2 for v in per_pass) / (draws - 1))
+    return {"mean": mean, "stderr": sd / math.sqrt(draws), "draws": draws}

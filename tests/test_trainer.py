@@ -1,0 +1,188 @@
+"""The trainer: determinism, kill and resume, the model directory through --model, bad input,
+and data-parallel training under torchrun (2 gloo processes)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import scoresde as sd
+from scoresde.commands.cli import main
+from scoresde.models import load_model
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+SMALL = dict(path="vp-linear", steps=30, batch=32, width=32, checkpoint_every=10, progress=False)
+
+
+def _points(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[2.0, 0.0], [-2.0, 1.0]])
+    return (centres[rng.integers(0, 2, n)] + 0.3 * rng.normal(size=(n, 2))).astype(np.float32)
+
+
+@pytest.fixture
+def npy(tmp_path):
+    path = tmp_path / "points.npy"
+    np.save(path, _points())
+    return path
+
+
+def _weights(result):
+    return {k: v.clone() for k, v in result.network.state_dict().items()}
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    data = sd.TrainingData.from_array(_points())
+    a, b = (_weights(sd.train(data, None, seed=3, **SMALL)) for _ in range(2))
+    c = _weights(sd.train(data, None, seed=4, **SMALL))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_every_recipe_trains_and_loads(tmp_path):
+    """Each schedule's recipe lowers the loss, writes a model directory and loads back as the
+    same network under the same path and prediction."""
+    data = sd.TrainingData.from_array(_points())
+    for path in ("ddpm-linear", "ddpm-zsnr", "edm", "rectified-flow", "vp-cosine"):
+        out = tmp_path / path
+        result = sd.train(data, out, **{**SMALL, "path": path, "steps": 60})
+        curve = [p["loss"] for p in result.meta["loss_curve"]]
+        assert len(curve) == 1 or curve[-1] < curve[0], (path, curve)
+        spec = load_model(str(out))
+        meta = json.loads((out / "model.json").read_text())
+        assert meta["path"] == path and meta["prediction"] == result.meta["prediction"]
+        x = torch.randn(5, 2)
+        t = torch.full((5,), 0.5)
+        # the loaded score is the trained EMA network's, through the recorded adapter
+        fresh = sd.train(data, None, **{**SMALL, "path": path, "steps": 60}).network
+        from scoresde.models.directory import score_of
+
+        _, expected = score_of(fresh, meta)
+        torch.testing.assert_close(spec.score(x, t), expected(x, t))
+
+
+def test_model_directory_round_trips_through_model_dir(tmp_path, capsys):
+    out = tmp_path / "m"
+    sd.train(sd.TrainingData.from_array(_points()), out, **{**SMALL, "steps": 40})
+    weights = load_file(out / "model.safetensors")
+    assert all(v.dtype == torch.float32 for v in weights.values())
+    compare = ["compare", "--model", str(out), "--nfe", "4", "--solvers", "ddim", "--samples",
+               "64", "--replicates", "2", "--reference", "ode_heun:20"]  # fmt: skip
+    assert main(compare) == 0
+    assert "ddim" in capsys.readouterr().out
+    gen_dir = tmp_path / "g"
+    assert main(["generate", "--model", str(out), "--num", "16", "--solver", "ddim",
+                 "--steps", "5", "--out", str(gen_dir)]) == 0  # fmt: skip
+    assert (gen_dir / "manifest.json").is_file()
+    tuned = sd.tune_grid(str(out), "ddim", 4, samples=8, held_out=8, iterations=2)
+    assert tuned.model == str(out) and tuned.grid.numel() == 4
+    # a tampered weights file is refused
+    (out / "model.safetensors").write_bytes(b"0" + (out / "model.safetensors").read_bytes()[1:])
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_model(str(out))
+
+
+def test_bad_data_and_settings_get_one_clear_error(tmp_path, capsys):
+    bad = {
+        "nan.npy": (np.array([[0.0, np.nan], [1.0, 2.0]]), "NaN"),
+        "rank.npy": (np.zeros(10), "rank"),
+        "empty.npy": (np.zeros((0, 2)), "at least 2 rows"),
+    }
+    for name, (array, message) in bad.items():
+        np.save(tmp_path / name, array)
+        code = main(["train", "--data", str(tmp_path / name), "--out", str(tmp_path / "o"),
+                     "--steps", "2"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    np.save(tmp_path / "ok.npy", _points())
+    for flags, message in (
+        (["--lr", "-1"], "lr must lie"),
+        (["--schedule", "warp"], "unknown path"),
+        (["--batch", "0"], "batch must be"),
+        (["--t-sampler", "importance", "--schedule", "rectified-flow"], "finite log-SNR"),
+    ):
+        code = main(["train", "--data", str(tmp_path / "ok.npy"), "--out",
+                     str(tmp_path / "o2"), "--steps", "2", *flags])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (flags, err)
+    with pytest.raises(ValueError, match="already holds"):
+        sd.train(_points(), tmp_path / "m", **SMALL)
+        sd.train(_points(), tmp_path / "m", **SMALL)
+
+
+def _cli(out, npy, *extra, launcher=(sys.executable, "-m", "scoresde")):
+    return [*launcher, "train", "--data", str(npy), "--out", str(out), "--schedule",
+            "vp-linear", "--width", "64", "--batch", "32", "--no-progress", *extra]  # fmt: skip
+
+
+def _run(cmd):
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _kill_after(cmd, out, step):
+    """Start ``cmd``, SIGKILL its process group once checkpoint.json reaches ``step``."""
+    proc = subprocess.Popen(cmd, env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        file = out / "checkpoint.json"
+        if file.is_file() and json.loads(file.read_text())["step"] >= step:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    return proc.returncode
+
+
+@pytest.mark.slow
+def test_kill_and_resume_give_the_uninterrupted_bytes(tmp_path, npy):
+    steps = ["--steps", "1500", "--checkpoint-every", "50"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    _run(_cli(whole, npy, *steps))
+    assert _kill_after(_cli(broken, npy, *steps), broken, 300) == -signal.SIGKILL
+    assert not (broken / "model.json").exists()  # killed before the end
+    _run(_cli(broken, npy, *steps, "--resume"))
+    same = (whole / "model.safetensors").read_bytes() == (broken / "model.safetensors").read_bytes()
+    assert same
+    a = json.loads((whole / "model.json").read_text())
+    b = json.loads((broken / "model.json").read_text())
+    assert a["loss_curve"] == b["loss_curve"]
+
+
+# --standalone: a free port of its own for each launch
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            "2", "-m", "scoresde")  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")
+def test_two_gloo_processes_give_the_one_process_weights(tmp_path, npy):
+    one, two = tmp_path / "one", tmp_path / "two"
+    steps = ["--steps", "20", "--checkpoint-every", "10"]
+    _run(_cli(one, npy, *steps))
+    _run(_cli(two, npy, *steps, launcher=TORCHRUN))
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert json.loads((two / "model.json").read_text())["training"]["world_size"] == 2
+    for k in a:  # float32 reassociation in the all-reduce only
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-4 * float(a[k].abs().max()))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")
+def test_kill_and_resume_under_torchrun(tmp_path, npy):
+    steps = ["--steps", "1500", "--checkpoint-every", "50"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    _run(_cli(whole, npy, *steps, launcher=TORCHRUN))
+    assert _kill_after(_cli(broken, npy, *steps, launcher=TORCHRUN), broken, 300) != 0
+    assert not (broken / "model.json").exists()
+    _run(_cli(broken, npy, *steps, "--resume", launcher=TORCHRUN))
+    a, b = load_file(whole / "model.safetensors"), load_file(broken / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
