@@ -3,10 +3,12 @@ and data-parallel training under torchrun (2 gloo processes)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +89,13 @@ def test_model_directory_round_trips_through_model_dir(tmp_path, capsys):
     (out / "model.safetensors").write_bytes(b"0" + (out / "model.safetensors").read_bytes()[1:])
     with pytest.raises(ValueError, match="SHA-256"):
         load_model(str(out))
+
+
+def test_the_training_page_runs(capsys):
+    page = Path(__file__).parents[1] / "docs" / "training.md"
+    (block,) = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    exec(compile(block, "docs/training.md python block", "exec"), {})
+    assert capsys.readouterr().out.strip() == "flow (2,)"
 
 
 def test_bad_data_and_settings_get_one_clear_error(tmp_path, capsys):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from scoresde.digits.classifier import DigitClassifier
 from scoresde.digits.data import LEVELS, load_split
 from scoresde.likelihood import dequantize
 from scoresde.models.unet import SmallUNet as DigitsUNet
+from scoresde.training.trainer import learning_rate, seeded_module
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 NUM_TIMESTEPS = 1000
@@ -52,31 +52,18 @@ def _shifted(x: Tensor, generator: torch.Generator) -> Tensor:
     return padded[:, 0][batch, rows, cols].unsqueeze(1)
 
 
-def _lr(step: int, steps: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-
-def _seeded(build, seed: int) -> nn.Module:
-    """Build a module with initial weights from ``seed`` without touching the global RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
 def train_classifier(
     *, seed: int, steps: int = 3000, batch: int = 128, lr: float = 2e-3, device: str = "cpu"
 ) -> tuple[DigitClassifier, dict]:
     """Cross-entropy on shifted, dequantised training digits; returns the model and its stats."""
     train, test = load_split("train"), load_split("test")
     gen = torch.Generator(device).manual_seed(seed)
-    model = _seeded(DigitClassifier, seed).to(device)
+    model = seeded_module(DigitClassifier, seed).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     levels, labels = train.levels.to(device), train.labels.to(device)
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, lr, warmup=100)
+            group["lr"] = learning_rate(step, steps, lr, warmup=100)
         idx = torch.randint(0, len(train), (batch,), generator=gen, device=device)
         x = _shifted(dequantize(levels[idx], levels=LEVELS, generator=gen), gen)
         loss = F.cross_entropy(model(x), labels[idx])
@@ -128,8 +115,8 @@ def train_unet(
     schedule = DiscreteSchedule.linear(NUM_TIMESTEPS)
     alpha_bars = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
     gen = torch.Generator(device).manual_seed(seed)
-    net = _seeded(lambda: DigitsUNet(width=width), seed).to(device)
-    ema = _seeded(lambda: DigitsUNet(width=width), seed).to(device)
+    net = seeded_module(lambda: DigitsUNet(width=width), seed).to(device)
+    ema = seeded_module(lambda: DigitsUNet(width=width), seed).to(device)
     ema.load_state_dict(net.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -137,7 +124,7 @@ def train_unet(
     recent, history = [], []
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, lr, warmup=500)
+            group["lr"] = learning_rate(step, steps, lr, warmup=500)
         idx = torch.randint(0, len(train), (batch,), generator=gen, device=device)
         loss = _simple_loss(net, levels[idx], alpha_bars, gen)
         opt.zero_grad(set_to_none=True)

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -174,18 +175,85 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def _lr(step: int, steps: int, peak: float, warmup: int) -> float:
+def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
     if step < warmup:
         return peak * (step + 1) / warmup
     return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def _seeded(build, seed: int) -> nn.Module:
+def seeded_module(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """A module with initial weights from ``seed``, the global RNG left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
+
+
+def _objective(cfg: TrainSettings, sde: SDE):
+    """loss(model, x0, t, noise): the batch mean of ``denoising_loss`` under ``cfg``."""
+    weighting, sampler, pre = cfg.weighting_object(), cfg.sampler_object(), cfg.preconditioning()
+    label = scaled_time(_label_scale(sde))
+
+    def loss(model: nn.Module, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        return denoising_loss(
+            model, sde, x0, prediction=cfg.prediction, weighting=weighting, t_sampler=sampler,
+            time_label=label, preconditioning=pre, t=t, noise=noise,
+        ).mean()  # fmt: skip
+
+    return loss
+
+
+class _Models:
+    """The network, its EMA copy, Adam and the generator: what a checkpoint holds."""
+
+    def __init__(self, net: nn.Module, ema: nn.Module, generator: torch.Generator) -> None:
+        self.net, self.ema, self.generator = net, ema, generator
+        self.ema.load_state_dict(net.state_dict())
+        self.ema.requires_grad_(False)
+        self.opt = torch.optim.Adam(net.parameters())
+
+    @classmethod
+    def build(cls, config, network, seed: int, lr: float, device: torch.device) -> _Models:
+        """The package's network of ``config`` with initial weights from ``seed`` (or the
+        given ``network``), and a generator seeded with ``seed``."""
+        if network is None:
+            net = seeded_module(lambda: build_network(config), seed).to(device)
+            ema = seeded_module(lambda: build_network(config), seed).to(device)
+        else:
+            net, ema = network.to(device), copy.deepcopy(network).to(device)
+        models = cls(net, ema, torch.Generator(device).manual_seed(seed))
+        models.set_lr(lr)
+        return models
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def update(self, loss: Tensor, step: int, clip: float, ema_decay: float) -> None:
+        """One Adam step on ``loss`` after clipping the gradient's norm at ``clip``; then the
+        EMA with decay min(ema_decay, (1 + step) / (10 + step))."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.net.parameters(), clip)
+        self.opt.step()
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for p_ema, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
+                p_ema.lerp_(p, 1 - decay)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {
+            **{f"net.{k}": v for k, v in self.net.state_dict().items()},
+            **{f"ema.{k}": v for k, v in self.ema.state_dict().items()},
+            **_optimizer_tensors(self.opt),
+            "generator": self.generator.get_state(),
+        }
+
+    def restore(self, tensors: dict[str, Tensor]) -> None:
+        self.net.load_state_dict(_prefixed("net.", tensors))
+        self.ema.load_state_dict(_prefixed("ema.", tensors))
+        _load_optimizer(self.opt, tensors)
+        self.generator.set_state(tensors["generator"])
 
 
 def _label_scale(sde: SDE) -> float:
@@ -291,10 +359,8 @@ def train(
     if cfg.batch % world:
         raise ValueError(f"batch ({cfg.batch}) must be divisible by the process count {world}")
     sde = path_from_spec(cfg.path)
-    weighting, sampler = cfg.weighting_object(), cfg.sampler_object()
-    pre = cfg.preconditioning()
+    sampler = cfg.sampler_object()
     sampler.draw(sde, 1, None, torch.device("cpu"))  # refuses a bad interval up front
-    label = scaled_time(_label_scale(sde))
 
     out_dir = None if out is None else check_output_dir(out)
     checkpoint = None if out_dir is None else _Checkpoint(out_dir)
@@ -306,37 +372,27 @@ def train(
         raise ValueError("resume: needs out, the directory of the interrupted run")
 
     net_config = network_config(data.shape, cfg.width) if network is None else None
-    make = (lambda: build_network(net_config)) if network is None else None
-    net = (_seeded(make, cfg.seed) if make else network).to(device)
-    ema = _seeded(make, cfg.seed).to(device) if make else copy.deepcopy(network).to(device)
-    ema.load_state_dict(net.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    gen = torch.Generator(device).manual_seed(cfg.seed)
+    models = _Models.build(net_config, network, cfg.seed, cfg.lr, device)
+    loss_of = _objective(cfg, sde)
     train_rows = data.train.to(device)
     loss_curve: list[dict[str, float]] = []
     start, seconds = 0, 0.0
-
     settings_record = asdict(cfg)
     if resume:
         record, tensors = checkpoint.read()
         if record["settings"] != settings_record:
             diff = [k for k in settings_record if record["settings"].get(k) != settings_record[k]]
             raise ValueError(f"resume: the checkpoint was written with other settings: {diff}")
-        net.load_state_dict(_prefixed("net.", tensors))
-        ema.load_state_dict(_prefixed("ema.", tensors))
-        _load_optimizer(opt, tensors)
-        gen.set_state(tensors["generator"])
+        models.restore(tensors)
         start, loss_curve, seconds = record["step"], record["loss_curve"], record["seconds"]
 
-    model = net
+    model = models.net
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        model = nn.parallel.DistributedDataParallel(models.net, device_ids=ids)
     share = cfg.batch // world
     rows_here = slice(rank * share, (rank + 1) * share)
-    n = train_rows.shape[0]
-
+    gen = models.generator
     bar = tqdm(
         total=cfg.steps, initial=start, disable=not progress or rank != 0, desc="train", unit="step"
     )
@@ -344,32 +400,14 @@ def train(
     running = torch.zeros((), device=device, dtype=torch.float64)
     since = start
     for step in range(start, cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.steps, cfg.lr, cfg.warmup)
-        index = torch.randint(0, n, (cfg.batch,), generator=gen, device=device)
+        models.set_lr(learning_rate(step, cfg.steps, cfg.lr, cfg.warmup))
+        # the whole global batch's draws, on every process alike; this process takes its share
+        index = torch.randint(0, train_rows.shape[0], (cfg.batch,), generator=gen, device=device)
         x0 = train_rows[index] if data.transform is None else data.transform(train_rows[index], gen)
         t, _ = sampler.draw(sde, cfg.batch, gen, device)
         noise = torch.randn(x0.shape, generator=gen, device=device, dtype=x0.dtype)
-        loss = denoising_loss(
-            model,
-            sde,
-            x0[rows_here],
-            prediction=cfg.prediction,
-            weighting=weighting,
-            t_sampler=sampler,
-            time_label=label,
-            preconditioning=pre,
-            t=t[rows_here],
-            noise=noise[rows_here],
-        ).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - decay)
+        loss = loss_of(model, x0[rows_here], t[rows_here], noise[rows_here])
+        models.update(loss, step, cfg.grad_clip, cfg.ema_decay)
         running += loss.detach()
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -392,21 +430,12 @@ def train(
             and rank == 0
             and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
         ):
-            tensors = {
-                **{f"net.{k}": v for k, v in net.state_dict().items()},
-                **{f"ema.{k}": v for k, v in ema.state_dict().items()},
-                **_optimizer_tensors(opt),
-                "generator": gen.get_state(),
-            }
             elapsed = seconds + time.perf_counter() - began
-            checkpoint.write(
-                done,
-                tensors,
-                {"settings": settings_record, "loss_curve": loss_curve, "seconds": elapsed},
-            )
+            record = {"settings": settings_record, "loss_curve": loss_curve, "seconds": elapsed}
+            checkpoint.write(done, models.tensors(), record)
     bar.close()
     seconds += time.perf_counter() - began
-    ema.eval()
+    ema = models.ema.eval()
 
     meta = {
         "network": net_config or {"kind": "custom", "class": type(network).__qualname__},
@@ -414,12 +443,12 @@ def train(
         "path": cfg.path,
         "prediction": cfg.prediction,
         "time_label_scale": _label_scale(sde),
-        "preconditioning": pre.describe() if cfg.prediction == "edm" else None,
+        "preconditioning": cfg.preconditioning().describe() if cfg.prediction == "edm" else None,
         "evaluator": data.evaluator,
         "compare_defaults": data.compare_defaults,
         "training": {
             **settings_record,
-            "weighting_detail": weighting.describe(),
+            "weighting_detail": cfg.weighting_object().describe(),
             "t_sampler_detail": sampler.describe(),
             "world_size": world,
             "device": str(device),
