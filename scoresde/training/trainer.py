@@ -139,7 +139,7 @@ class TrainSettings:
             ("sigma_data", 0.0, math.inf),
         ):
             value = getattr(out, name)
-            if not ((isinstance(value, int | float) and low < value < high) or value == high):
+            if not (isinstance(value, int | float) and low < value < high):
                 raise ValueError(f"{name} must lie in ({low:g}, {high:g}), got {value!r}")
         return out
 
