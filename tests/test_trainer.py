@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 import scoresde as sd
 from scoresde.commands.cli import main
 from scoresde.models import load_model
+from scoresde.models.builtins import BUILTIN_DATA, builtin
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SMALL = dict(path="vp-linear", steps=30, batch=32, width=32, checkpoint_every=10, progress=False)
@@ -96,6 +97,29 @@ def test_the_training_page_runs(capsys):
     (block,) = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
     exec(compile(block, "docs/training.md python block", "exec"), {})
     assert capsys.readouterr().out.strip() == "flow (2,)"
+
+
+def test_likelihood_of_a_trained_digits_model(tmp_path, capsys):
+    """``likelihood --model DIR``: the ODE bits/dim for any path, the DDPM bound for a table."""
+    data = builtin(BUILTIN_DATA, "digits", "data")
+    for path, has_bound in (("vp-linear", False), ("ddpm-linear", True)):
+        out = tmp_path / path
+        sd.train(data, out, path=path, steps=20, width=8, progress=False)
+        args = [
+            "likelihood",
+            "--model",
+            str(out),
+            "--samples",
+            "2",
+            "--rtol",
+            "1e-3",
+            "--atol",
+            "1e-3",
+        ]
+        assert main(args) == 0
+        report = capsys.readouterr().out
+        assert "probability-flow ODE" in report
+        assert ("DDPM variational bound" in report) == has_bound
 
 
 def test_bad_data_and_settings_get_one_clear_error(tmp_path, capsys):
