@@ -122,6 +122,18 @@ def test_likelihood_of_a_trained_digits_model(tmp_path, capsys):
         assert ("DDPM variational bound" in report) == has_bound
 
 
+def test_clip_x0_is_recorded_and_applied(tmp_path):
+    data = builtin(BUILTIN_DATA, "digits", "data")
+    sd.train(data, tmp_path / "m", path="ddpm-cosine", steps=5, width=8, progress=False,
+             clip_x0=True)  # fmt: skip
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["x0_clip"] == [-1.0, 1.0]
+    spec = load_model(str(tmp_path / "m"))
+    x0 = spec.score.x0(3 * torch.randn(8, 1, 8, 8), torch.full((8,), 0.999))
+    assert float(x0.abs().max()) <= 1.0
+    with pytest.raises(ValueError, match="no range"):
+        sd.train(_points(), None, steps=2, clip_x0=True, progress=False)
+
+
 def test_bad_data_and_settings_get_one_clear_error(tmp_path, capsys):
     bad = {
         "nan.npy": (np.array([[0.0, np.nan], [1.0, 2.0]]), "NaN"),

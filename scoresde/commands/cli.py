@@ -393,6 +393,11 @@ def _add_train(sub) -> None:
         help="rows of a .npy held out for the test loss (default %(default)s)",
     )  # fmt: skip
     tr.add_argument("--resume", action="store_true", help="continue --out's checkpoint")
+    tr.add_argument(
+        "--clip-x0",
+        action="store_true",
+        help="sample the model with x0 clipped to the data's range (eps on ddpm-cosine)",
+    )
     tr.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
     tr.add_argument(
         "--no-progress", action="store_true", help="no progress bar on stderr (default: shown)"
@@ -438,7 +443,7 @@ def _train(args: argparse.Namespace) -> int:
     os.environ["SCORESDE_COMMAND"] = "scoresde " + " ".join(sys.argv[1:])
     try:
         result = train(data, args.out, settings=settings, device=device, resume=args.resume,
-                       progress=not args.no_progress)  # fmt: skip
+                       progress=not args.no_progress, clip_x0=args.clip_x0)  # fmt: skip
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -117,6 +117,7 @@ def training_data():
         },
         source="digits",
         evaluator="digits",
+        data_range=(-1.0, 1.0),
         compare_defaults=COMPARE_DEFAULTS,
     )
 

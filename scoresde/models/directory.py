@@ -5,9 +5,9 @@ Layout:
     model.safetensors   the network's (EMA) weights, float32, no pickle
     model.json          format, network (kind and integer settings, ``scoresde.models.networks``),
                         shape, path (a name of ``scoresde.core.path_specs``), prediction,
-                        time_label_scale, EDM preconditioning, evaluator name, compare
-                        defaults, SHA-256 of the weights, and the trainer's record (settings,
-                        data split, loss curve, timings)
+                        time_label_scale, EDM preconditioning, x0_clip ([low, high] or
+                        null), evaluator name, compare defaults, SHA-256 of the weights, and
+                        the trainer's record (settings, data split, loss curve, timings)
 
 ``load_model_dir`` reads JSON and tensors only and builds everything from names, so a model
 directory never runs code of its own. The network sees label = time_label_scale * t (the DDPM
@@ -28,6 +28,7 @@ from scoresde.core.adapters import Score, scaled_time
 from scoresde.core.output_dir import atomic_write
 from scoresde.core.path_specs import path_from_spec
 from scoresde.core.preconditioning import EDMDenoiser, EDMPreconditioning
+from scoresde.core.x0_correction import clip_x0
 from scoresde.models.builtins import BUILTIN_EVALUATORS, builtin
 from scoresde.models.networks import build_network
 from scoresde.models.spec import ModelSpec, spec_from
@@ -93,9 +94,14 @@ def score_of(net: Any, meta: dict[str, Any]):
 
 def load_model_dir(path: str | Path) -> ModelSpec:
     """The ``ModelSpec`` of a model directory (module doc), with its evaluator if it names a
-    built-in one."""
+    built-in one, and its x0 clipped to ``x0_clip`` = [low, high] if model.json asks for it
+    (Nichol and Dhariwal's sampling of eps-models on DDPM's cosine table, where m(T) = 5e-5
+    makes x0 = (x - s eps) / m explode)."""
     meta = read_model_json(path)
     sde, score = score_of(load_network(path), meta)
+    if meta.get("x0_clip"):
+        low, high = (float(v) for v in meta["x0_clip"])
+        score = score.with_x0_correction(clip_x0(low, high))
     evaluator = meta.get("evaluator")
     return spec_from(
         ModelSpec(

@@ -34,6 +34,7 @@ class TrainingData:
         split: how the rows were split (written to model.json).
         source: where the data came from (written to model.json).
         evaluator: the name of a built-in evaluator for models trained on it, or None.
+        data_range: (low, high) that every x_0 lies in, or None (for ``clip_x0``).
         compare_defaults: compare's settings for such models.
     """
 
@@ -44,6 +45,7 @@ class TrainingData:
     split: dict[str, Any] = field(default_factory=dict)
     source: str = "array"
     evaluator: str | None = None
+    data_range: tuple[float, float] | None = None
     compare_defaults: dict[str, Any] = field(default_factory=dict)
 
     def batch(self, index: Tensor, generator: torch.Generator) -> Tensor:

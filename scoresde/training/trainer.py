@@ -329,6 +329,7 @@ def train(
     device: str | torch.device = "cpu",
     resume: bool = False,
     progress: bool = True,
+    clip_x0: bool = False,
     **overrides: Any,
 ) -> TrainResult:
     """Train a score model on ``data`` and write it to ``out`` as a model directory (module
@@ -345,6 +346,8 @@ def train(
         device: where to train ("cpu", "cuda", ...); under torchrun each process's own.
         resume: continue from ``out``'s checkpoint.
         progress: a progress bar with the loss (rank 0).
+        clip_x0: sample the model with its x0 clipped to the data's range (model.json's
+            x0_clip; Nichol and Dhariwal's choice for eps on DDPM's cosine table).
     """
     unknown = set(overrides) - {f.name for f in fields(TrainSettings)}
     if unknown:
@@ -356,6 +359,8 @@ def train(
         raise TypeError(f"data must be a TrainingData or a tensor, got {type(data).__name__}")
     device = check_device("device", device)
     rank, world = _dist()
+    if clip_x0 and data.data_range is None:
+        raise ValueError("clip_x0: the data declares no range (TrainingData.data_range)")
     if cfg.batch % world:
         raise ValueError(f"batch ({cfg.batch}) must be divisible by the process count {world}")
     sde = path_from_spec(cfg.path)
@@ -444,6 +449,7 @@ def train(
         "prediction": cfg.prediction,
         "time_label_scale": _label_scale(sde),
         "preconditioning": cfg.preconditioning().describe() if cfg.prediction == "edm" else None,
+        "x0_clip": list(data.data_range) if clip_x0 else None,
         "evaluator": data.evaluator,
         "compare_defaults": data.compare_defaults,
         "training": {
