@@ -231,3 +231,17 @@ def test_kill_and_resume_under_torchrun(tmp_path, npy):
     _run(_cli(broken, npy, *steps, "--resume", launcher=TORCHRUN))
     a, b = load_file(whole / "model.safetensors"), load_file(broken / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+STUDY_MODELS = sorted((Path(__file__).parents[1] / "docs" / "schedules" / "models").iterdir())
+
+
+@pytest.mark.parametrize("model", STUDY_MODELS, ids=lambda p: p.name)
+def test_the_schedule_study_models_load_and_sample(model):
+    """The trained models of the schedule study load by path (weights checked against their
+    SHA-256), each under 1 MB, and sample finite digits."""
+    assert sum(f.stat().st_size for f in model.iterdir()) < 2**20
+    spec = load_model(str(model))
+    gen = torch.Generator().manual_seed(0)
+    sol = sd.sample(spec.score, spec.sde, (8, *spec.shape), solver="ddim", steps=10, generator=gen)
+    assert torch.isfinite(sol.samples).all() and float(sol.samples.abs().max()) < 3
