@@ -79,6 +79,10 @@ def test_model_directory_round_trips_through_model_dir(tmp_path, capsys):
     compare = ["compare", "--model", str(out), "--nfe", "4", "--solvers", "ddim", "--samples",
                "64", "--replicates", "2", "--reference", "ode_heun:20"]  # fmt: skip
     assert main(compare) == 0
+    # a zero-terminal-SNR model through compare too (its model check has no x0 at T)
+    zero = tmp_path / "rf"
+    sd.train(sd.TrainingData.from_array(_points()), zero, **{**SMALL, "path": "rectified-flow"})
+    assert main([*compare[:2], str(zero), *compare[3:]]) == 0
     assert "ddim" in capsys.readouterr().out
     gen_dir = tmp_path / "g"
     assert main(["generate", "--model", str(out), "--num", "16", "--solver", "ddim",

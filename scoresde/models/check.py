@@ -123,9 +123,11 @@ def check_model(
             detail = f"{seen}: eps_hat does not follow x (an untrained network?); nothing to judge"
             report.probes.append(Probe(size, None, detail))
         else:
-            implied_x0 = _rms(s_T * (z - e_T)) / m_T
             ok = abs(ratio - 1) <= PRIOR_END_TOLERANCE
-            detail = seen if ok else f"{seen}: the implied x0 prediction has rms {implied_x0:.3g}"
+            detail = seen
+            if not ok and m_T > 0:  # at zero terminal SNR no x0 is implied
+                implied_x0 = _rms(s_T * (z - e_T)) / m_T
+                detail = f"{seen}: the implied x0 prediction has rms {implied_x0:.3g}"
             report.probes.append(Probe(size, ok, detail))
 
     if warn and not report.ok:
