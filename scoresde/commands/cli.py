@@ -419,6 +419,7 @@ def _init_distributed(device: str) -> tuple[str, int]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
     from pathlib import Path
 
     from scoresde.models.builtins import BUILTIN_DATA, builtin
@@ -432,13 +433,8 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--data must be {', '.join(BUILTIN_DATA)} or a .npy file, got {args.data!r}"
         )
-    settings = TrainSettings(
-        path=args.schedule, prediction=args.prediction, weighting=args.weighting,
-        t_sampler=args.t_sampler, steps=args.steps, batch=args.batch, lr=args.lr,
-        warmup=args.warmup, ema_decay=args.ema_decay, grad_clip=args.grad_clip,
-        width=args.width, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        min_snr_gamma=args.min_snr_gamma,
-    )  # fmt: skip
+    given = {f.name: getattr(args, f.name) for f in fields(TrainSettings) if hasattr(args, f.name)}
+    settings = TrainSettings(**given, path=args.schedule)
     device, world = _init_distributed(args.device)
     os.environ["SCORESDE_COMMAND"] = "scoresde " + " ".join(sys.argv[1:])
     try:

@@ -48,9 +48,8 @@ class TrainingData:
     data_range: tuple[float, float] | None = None
     compare_defaults: dict[str, Any] = field(default_factory=dict)
 
-    def batch(self, index: Tensor, generator: torch.Generator) -> Tensor:
-        """x_0 for the rows ``index`` (the transform draws from ``generator``)."""
-        rows = self.train[index]
+    def x0_of(self, rows: Tensor, generator: torch.Generator) -> Tensor:
+        """x_0 for ``rows`` of the data (the transform, if any, draws from ``generator``)."""
         return rows if self.transform is None else self.transform(rows, generator)
 
     @classmethod

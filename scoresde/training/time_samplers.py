@@ -65,7 +65,8 @@ class TimeSampler:
         return torch.ones_like(t)
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "t_min": self.t_min, "t_max": self.t_max}
+        """The sampler's name and settings (for model.json)."""
+        return {"name": self.name, **{k: v for k, v in vars(self).items() if not callable(v)}}
 
 
 def _uniform(batch: int, generator, device) -> Tensor:
@@ -156,10 +157,6 @@ class LogNormal(TimeSampler):
         t = sde.t_from_sigma(sigma).clamp(lo, hi)
         return t, torch.ones_like(t)
 
-    def describe(self) -> dict[str, object]:
-        return {"name": self.name, "p_mean": self.p_mean, "p_std": self.p_std,
-                "t_min": self.t_min, "t_max": self.t_max}  # fmt: skip
-
 
 @dataclass
 class LogitNormal(TimeSampler):
@@ -178,10 +175,6 @@ class LogitNormal(TimeSampler):
         z = torch.randn(batch, generator=generator, device=device, dtype=torch.float64)
         t = (sde.T * torch.sigmoid(self.loc + self.scale * z)).clamp(lo, hi)
         return t, torch.ones_like(t)
-
-    def describe(self) -> dict[str, object]:
-        return {"name": self.name, "loc": self.loc, "scale": self.scale,
-                "t_min": self.t_min, "t_max": self.t_max}  # fmt: skip
 
 
 class OfBatch(TimeSampler):

@@ -408,7 +408,7 @@ def train(
         models.set_lr(learning_rate(step, cfg.steps, cfg.lr, cfg.warmup))
         # the whole global batch's draws, on every process alike; this process takes its share
         index = torch.randint(0, train_rows.shape[0], (cfg.batch,), generator=gen, device=device)
-        x0 = train_rows[index] if data.transform is None else data.transform(train_rows[index], gen)
+        x0 = data.x0_of(train_rows[index], gen)
         t, _ = sampler.draw(sde, cfg.batch, gen, device)
         noise = torch.randn(x0.shape, generator=gen, device=device, dtype=x0.dtype)
         loss = loss_of(model, x0[rows_here], t[rows_here], noise[rows_here])
@@ -487,22 +487,14 @@ def held_out_loss(
     of (t, noise, transform) from a fixed generator (seed + 1)."""
     gen = torch.Generator(device).manual_seed(cfg.seed + 1)
     rows = data.test.to(device)
+    loss_of, sampler = _objective(cfg, sde), cfg.sampler_object()
     per_pass = []
     with torch.no_grad():
         for _ in range(draws):
-            x0 = rows if data.transform is None else data.transform(rows, gen)
-            loss = denoising_loss(
-                net,
-                sde,
-                x0,
-                prediction=cfg.prediction,
-                weighting=cfg.weighting_object(),
-                t_sampler=cfg.sampler_object(),
-                generator=gen,
-                time_label=scaled_time(_label_scale(sde)),
-                preconditioning=cfg.preconditioning(),
-            )
-            per_pass.append(float(loss.mean()))
+            x0 = data.x0_of(rows, gen)
+            t, _ = sampler.draw(sde, x0.shape[0], gen, device)
+            noise = torch.randn(x0.shape, generator=gen, device=device, dtype=x0.dtype)
+            per_pass.append(float(loss_of(net, x0, t, noise)))
     mean = sum(per_pass) / draws
     sd = math.sqrt(sum((v - mean) ** 2 for v in per_pass) / (draws - 1))
     return {"mean": mean, "stderr": sd / math.sqrt(draws), "draws": draws}
