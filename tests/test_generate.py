@@ -19,6 +19,7 @@ import scoresde as sd
 from scoresde.commands.cli import main
 from scoresde.commands.generate import RunMismatchError, generate, model_fingerprint, read_samples
 from scoresde.core.indexed_noise import IndexedNoise
+from scoresde.core.output_dir import writer_lock
 from scoresde.models import ModelSpec, load_model
 from scoresde.solvers import PredictorCorrector
 
@@ -117,6 +118,17 @@ def test_refuses_a_different_run(tmp_path, capsys):
     assert len(err.splitlines()) == 1
     # the same arguments resume (nothing left to do) and a new batch size is fine
     assert _run(tmp_path, "--num", "12", "--batch-size", "5") == 0
+
+
+def test_a_directory_another_run_is_writing_is_refused(tmp_path, capsys):
+    """While one run holds the directory's writer lock (here this test, as another run
+    would), a second is refused in one line and writes nothing; freed, the run goes ahead."""
+    with writer_lock(tmp_path):
+        assert _run(tmp_path, "--num", "12") == 2
+        err = capsys.readouterr().err.strip()
+        assert "another process is writing" in err and len(err.splitlines()) == 1, err
+        assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.npz"))
+    assert _run(tmp_path, "--num", "12") == 0
 
 
 def test_corrupted_and_partial_shards_are_regenerated(tmp_path):

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 import scoresde as sd
 from scoresde.commands.cli import main
+from scoresde.core.output_dir import writer_lock
 from scoresde.models import load_model
 from scoresde.models.builtins import BUILTIN_DATA, builtin
 
@@ -176,27 +177,57 @@ def _run(cmd):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def _descendants(pid):
+    """``pid`` and every process below it, from /proc's parent links (Linux): torchrun starts
+    its workers in sessions of their own, so killing the launcher's process group leaves
+    them running."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], []))
+    return found
+
+
 def _kill_after(cmd, out, step):
-    """Start ``cmd``, SIGKILL its process group once checkpoint.json reaches ``step``."""
+    """Start ``cmd``, SIGKILL it and all its processes once checkpoint.json reaches ``step``;
+    return its exit code once none of them is left."""
     proc = subprocess.Popen(cmd, env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
+    deadline, job = time.time() + 120, []
     while time.time() < deadline and proc.poll() is None:
         file = out / "checkpoint.json"
         if file.is_file() and json.loads(file.read_text())["step"] >= step:
-            os.killpg(proc.pid, signal.SIGKILL)
+            job = _descendants(proc.pid)
+            for pid in job:
+                os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.05)
     proc.wait()
+    while any(_alive(pid) for pid in job):
+        time.sleep(0.05)
     return proc.returncode
+
+
+def _alive(pid):
+    try:  # a killed orphan is reaped by init; until then it shows as a zombie
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @pytest.mark.slow
 def test_kill_and_resume_give_the_uninterrupted_bytes(tmp_path, npy):
-    steps = ["--steps", "1500", "--checkpoint-every", "50"]
+    steps = ["--steps", "600", "--checkpoint-every", "50"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     _run(_cli(whole, npy, *steps))
-    assert _kill_after(_cli(broken, npy, *steps), broken, 300) == -signal.SIGKILL
+    assert _kill_after(_cli(broken, npy, *steps), broken, 200) == -signal.SIGKILL
     assert not (broken / "model.json").exists()  # killed before the end
     _run(_cli(broken, npy, *steps, "--resume"))
     same = (whole / "model.safetensors").read_bytes() == (broken / "model.safetensors").read_bytes()
@@ -204,6 +235,31 @@ def test_kill_and_resume_give_the_uninterrupted_bytes(tmp_path, npy):
     a = json.loads((whole / "model.json").read_text())
     b = json.loads((broken / "model.json").read_text())
     assert a["loss_curve"] == b["loss_curve"]
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_directory_being_trained_is_refused(tmp_path, npy, capsys):
+    """A resume started while the first run still writes (as after killing only torchrun's
+    launcher) is refused by the first run's writer lock; the lock dies with its holder."""
+    steps = ["--steps", "100000", "--checkpoint-every", "20"]
+    out = tmp_path / "m"
+    proc = subprocess.Popen(_cli(out, npy, *steps), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint.json").is_file() and time.time() < deadline:
+            time.sleep(0.05)
+        before = (out / "checkpoint.json").read_text()
+        assert main(_cli(out, npy, *steps, "--resume", launcher=())) == 2
+        err = capsys.readouterr().err
+        assert "another process is writing" in err and err.count("\n") == 1, err
+        assert proc.poll() is None  # the first run goes on
+    finally:
+        proc.kill()
+        proc.wait()
+    assert json.loads(before)["step"] >= 20
+    with writer_lock(out):  # SIGKILL freed it
+        pass
 
 
 # --standalone: a free port of its own for each launch
@@ -227,10 +283,10 @@ def test_two_gloo_processes_give_the_one_process_weights(tmp_path, npy):
 @pytest.mark.slow
 @pytest.mark.xdist_group("torchrun")
 def test_kill_and_resume_under_torchrun(tmp_path, npy):
-    steps = ["--steps", "1500", "--checkpoint-every", "50"]
+    steps = ["--steps", "600", "--checkpoint-every", "50"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     _run(_cli(whole, npy, *steps, launcher=TORCHRUN))
-    assert _kill_after(_cli(broken, npy, *steps, launcher=TORCHRUN), broken, 300) != 0
+    assert _kill_after(_cli(broken, npy, *steps, launcher=TORCHRUN), broken, 200) != 0
     assert not (broken / "model.json").exists()
     _run(_cli(broken, npy, *steps, "--resume", launcher=TORCHRUN))
     a, b = load_file(whole / "model.safetensors"), load_file(broken / "model.safetensors")

@@ -42,8 +42,9 @@ from scoresde.core.checks import (
     check_sampling_dtype,
     check_seed,
 )
+from scoresde.core.distributed import barrier, rank_and_world
 from scoresde.core.indexed_noise import IndexedNoise
-from scoresde.core.output_dir import atomic_write, check_output_dir
+from scoresde.core.output_dir import atomic_write, check_output_dir, writer_lock
 from scoresde.evaluation.specs import SolverSpec
 from scoresde.models import ModelSpec
 from scoresde.models.check import check_model as run_model_check
@@ -133,17 +134,6 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    if _dist()[1] > 1:
-        torch.distributed.barrier()
-
-
 def _claim_run(out: Path, identity: dict[str, Any], rank: int) -> None:
     run_file = out / RUN_FILE
     if rank == 0:
@@ -164,7 +154,7 @@ def _claim_run(out: Path, identity: dict[str, Any], rank: int) -> None:
                 )
         else:
             atomic_write(run_file, json.dumps(identity, indent=2).encode())
-    _barrier()
+    barrier()
     if rank != 0 and json.loads(run_file.read_text()) != identity:
         raise RunMismatchError(f"--out {out} holds a different run")
 
@@ -234,7 +224,34 @@ def generate(
     dtype = check_sampling_dtype(dtype)
     device = check_device("device", device)
     out = check_output_dir(out)
-    rank, world = _dist()
+    grid = time_grid if grid_times is None else grid_times
+    # rank 0 holds the directory's lock: a second run on it is refused while this one lives
+    with writer_lock(out, hold=rank_and_world()[0] == 0):
+        return _generate(
+            spec, out, num, solver_obj, steps, grid, batch_size, seed, shard_size, device, dtype,
+            model_name, progress, check_model,
+        )  # fmt: skip
+
+
+def _generate(
+    spec: ModelSpec,
+    out: Path,
+    num: int,
+    solver_obj: Solver,
+    steps: int,
+    grid: str | torch.Tensor,
+    batch_size: int,
+    seed: int,
+    shard_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    model_name: str,
+    progress: bool,
+    check_model: bool,
+) -> GenerateResult:
+    """``generate`` after its arguments are checked, under the directory's lock."""
+    n_shards = -(-num // shard_size)
+    rank, world = rank_and_world()
     if check_model and rank == 0:
         run_model_check(spec, device=device)
     shape = tuple(spec.shape)
@@ -243,7 +260,7 @@ def generate(
         "model_fingerprint": model_fingerprint(spec, device),
         "solver": solver_obj.describe(),
         "steps": steps,
-        "time_grid": time_grid if grid_times is None else grid_times.tolist(),
+        "time_grid": grid if isinstance(grid, str) else grid.tolist(),
         "seed": int(seed),
         "num": num,
         "shard_size": shard_size,
@@ -280,7 +297,7 @@ def generate(
                 x_T=noise.prior(spec.sde.prior_std),
                 solver=solver_obj,
                 steps=steps,
-                time_grid=time_grid if grid_times is None else grid_times,
+                time_grid=grid,
                 noise=noise,
                 generator=torch.Generator(device=device).manual_seed(0),  # unused by design
                 condition=spec.condition_for(idx),  # keyed by sample index, like the noise
@@ -297,7 +314,7 @@ def generate(
         new += stop - start
     if bar is not None:
         bar.close()
-    _barrier()
+    barrier()
     seconds = time.perf_counter() - began
     if rank == 0:
         shards = []

@@ -1,14 +1,24 @@
-"""Output directories and atomic file writes, shared by ``compare --out`` and ``generate``.
+"""Output directories and atomic file writes, shared by ``compare --out``, ``generate``, ``train``.
 
 A file is written to a temporary name beside its destination, flushed to disk and renamed
 into place, so a reader (or a resumed run) sees either the old file or the whole new one.
+A run that writes a directory over time (generate, train) holds its writer lock, so a second
+run started on the same directory (a resume while the first still runs, or the orphaned
+workers of a killed torchrun launcher) is refused instead of mixing its files in.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 
 def _umask() -> int:
@@ -47,3 +57,28 @@ def check_output_dir(out: str | Path) -> Path:
     except OSError as e:
         raise ValueError(f"--out {out}: not a writable directory ({e.strerror})") from None
     return path
+
+
+@contextmanager
+def writer_lock(out: Path, *, hold: bool = True) -> Iterator[None]:
+    """Hold ``out``'s writer lock for the ``with`` block; refuse at once if another holds it.
+
+    The lock is flock(2) on the directory itself, so it leaves no file behind and the kernel
+    frees it when its holder dies: a killed run never leaves a stale lock. ``hold=False``
+    (ranks other than 0) takes nothing; so does a platform without flock (Windows).
+    """
+    if not hold or fcntl is None:
+        yield
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"--out {out}: another process is writing this directory (it holds its "
+                "writer lock); wait for it to end, or stop it, before resuming"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -36,7 +36,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,8 @@ from tqdm import tqdm
 
 from scoresde.core.adapters import scaled_time
 from scoresde.core.checks import check_device, check_positive_int, check_seed
-from scoresde.core.output_dir import atomic_write, check_output_dir
+from scoresde.core.distributed import barrier, rank_and_world
+from scoresde.core.output_dir import atomic_write, check_output_dir, writer_lock
 from scoresde.core.path_specs import path_from_spec
 from scoresde.core.preconditioning import EDMPreconditioning
 from scoresde.core.sde import SDE
@@ -169,12 +170,6 @@ class TrainResult:
     meta: dict[str, Any]
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
     if step < warmup:
@@ -201,6 +196,15 @@ def _objective(cfg: TrainSettings, sde: SDE):
         ).mean()  # fmt: skip
 
     return loss
+
+
+@dataclass
+class _Progress:
+    """Where training stands: steps done, the loss curve so far, seconds spent."""
+
+    step: int = 0
+    loss_curve: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 class _Models:
@@ -296,6 +300,15 @@ class _Checkpoint:
             raise ValueError(f"resume: {file} is missing or differs from {CHECKPOINT_FILE}")
         return record, load_file(file)
 
+    def resume(self, models: _Models, settings: dict[str, Any]) -> _Progress:
+        """Restore ``models`` from the checkpoint, refusing one written with other settings."""
+        record, tensors = self.read()
+        if record["settings"] != settings:
+            diff = [k for k in settings if record["settings"].get(k) != settings[k]]
+            raise ValueError(f"resume: the checkpoint was written with other settings: {diff}")
+        models.restore(tensors)
+        return _Progress(record["step"], record["loss_curve"], record["seconds"])
+
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, Tensor]:
     out = {}
@@ -358,39 +371,59 @@ def train(
     if not isinstance(data, TrainingData):
         raise TypeError(f"data must be a TrainingData or a tensor, got {type(data).__name__}")
     device = check_device("device", device)
-    rank, world = _dist()
+    rank, world = rank_and_world()
     if clip_x0 and data.data_range is None:
         raise ValueError("clip_x0: the data declares no range (TrainingData.data_range)")
     if cfg.batch % world:
         raise ValueError(f"batch ({cfg.batch}) must be divisible by the process count {world}")
     sde = path_from_spec(cfg.path)
-    sampler = cfg.sampler_object()
-    sampler.draw(sde, 1, None, torch.device("cpu"))  # refuses a bad interval up front
+    cfg.sampler_object().draw(sde, 1, None, torch.device("cpu"))  # refuses a bad interval now
 
     out_dir = None if out is None else check_output_dir(out)
-    checkpoint = None if out_dir is None else _Checkpoint(out_dir)
-    if out_dir is not None and not resume:
-        for name in (MODEL_FILE, CHECKPOINT_FILE):
-            if (out_dir / name).exists():
-                raise ValueError(f"out: {out_dir} already holds {name}; resume=True continues it")
-    if resume and checkpoint is None:
+    if resume and out_dir is None:
         raise ValueError("resume: needs out, the directory of the interrupted run")
-
     net_config = network_config(data.shape, cfg.width) if network is None else None
     models = _Models.build(net_config, network, cfg.seed, cfg.lr, device)
-    loss_of = _objective(cfg, sde)
-    train_rows = data.train.to(device)
-    loss_curve: list[dict[str, float]] = []
-    start, seconds = 0, 0.0
-    settings_record = asdict(cfg)
-    if resume:
-        record, tensors = checkpoint.read()
-        if record["settings"] != settings_record:
-            diff = [k for k in settings_record if record["settings"].get(k) != settings_record[k]]
-            raise ValueError(f"resume: the checkpoint was written with other settings: {diff}")
-        models.restore(tensors)
-        start, loss_curve, seconds = record["step"], record["loss_curve"], record["seconds"]
+    # rank 0 writes; its lock refuses a second run on this directory while this one lives
+    with writer_lock(out_dir or Path(), hold=out_dir is not None and rank == 0):
+        checkpoint, begun = None, _Progress()
+        if out_dir is not None:
+            checkpoint = _Checkpoint(out_dir)
+            if not resume:
+                for name in (MODEL_FILE, CHECKPOINT_FILE):
+                    if (out_dir / name).exists():
+                        raise ValueError(
+                            f"out: {out_dir} already holds {name}; resume=True continues it"
+                        )
+            else:
+                begun = checkpoint.resume(models, asdict(cfg))
+        done = _fit(models, cfg, sde, data, device, checkpoint, begun, progress)
+        meta = _model_record(cfg, sde, data, net_config, network, done, clip_x0, device)
+        ema = models.ema.eval()
+        if data.test is not None:
+            meta["test_loss"] = held_out_loss(ema, sde, data, cfg, device)
+        if out_dir is not None and rank == 0:
+            write_model_dir(out_dir, ema.state_dict(), meta)
+        barrier()
+    return TrainResult(out_dir, ema, meta)
 
+
+def _fit(
+    models: _Models,
+    cfg: TrainSettings,
+    sde: SDE,
+    data: TrainingData,
+    device: torch.device,
+    checkpoint: _Checkpoint | None,
+    begun: _Progress,
+    progress: bool,
+) -> _Progress:
+    """Run steps ``begun.step`` .. ``cfg.steps`` - 1, checkpointing on rank 0."""
+    rank, world = rank_and_world()
+    loss_of = _objective(cfg, sde)
+    sampler = cfg.sampler_object()
+    train_rows = data.train.to(device)
+    loss_curve = list(begun.loss_curve)
     model = models.net
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -399,12 +432,16 @@ def train(
     rows_here = slice(rank * share, (rank + 1) * share)
     gen = models.generator
     bar = tqdm(
-        total=cfg.steps, initial=start, disable=not progress or rank != 0, desc="train", unit="step"
+        total=cfg.steps,
+        initial=begun.step,
+        disable=not progress or rank != 0,
+        desc="train",
+        unit="step",
     )
     began = time.perf_counter()
     running = torch.zeros((), device=device, dtype=torch.float64)
-    since = start
-    for step in range(start, cfg.steps):
+    since = begun.step
+    for step in range(begun.step, cfg.steps):
         models.set_lr(learning_rate(step, cfg.steps, cfg.lr, cfg.warmup))
         # the whole global batch's draws, on every process alike; this process takes its share
         index = torch.randint(0, train_rows.shape[0], (cfg.batch,), generator=gen, device=device)
@@ -422,8 +459,9 @@ def train(
             mean = float(running) / (done - since)
             if not math.isfinite(mean):
                 raise FloatingPointError(
-                    f"training loss is not finite over steps {since + 1}..{done} (lr {cfg.lr:g}); "
-                    f"the last checkpoint is step {since - since % cfg.checkpoint_every}"
+                    f"training loss is not finite over steps {since + 1}..{done} "
+                    f"(lr {cfg.lr:g}); the last checkpoint is step "
+                    f"{since - since % cfg.checkpoint_every}"
                 )
             loss_curve.append({"step": done, "loss": mean})
             bar.set_postfix(loss=f"{mean:.4f}")
@@ -435,14 +473,25 @@ def train(
             and rank == 0
             and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
         ):
-            elapsed = seconds + time.perf_counter() - began
-            record = {"settings": settings_record, "loss_curve": loss_curve, "seconds": elapsed}
+            elapsed = begun.seconds + time.perf_counter() - began
+            record = {"settings": asdict(cfg), "loss_curve": loss_curve, "seconds": elapsed}
             checkpoint.write(done, models.tensors(), record)
     bar.close()
-    seconds += time.perf_counter() - began
-    ema = models.ema.eval()
+    return _Progress(cfg.steps, loss_curve, begun.seconds + time.perf_counter() - began)
 
-    meta = {
+
+def _model_record(
+    cfg: TrainSettings,
+    sde: SDE,
+    data: TrainingData,
+    net_config: dict[str, Any] | None,
+    network: nn.Module | None,
+    done: _Progress,
+    clip_x0: bool,
+    device: torch.device,
+) -> dict[str, Any]:
+    """model.json's content, less the held-out loss."""
+    return {
         "network": net_config or {"kind": "custom", "class": type(network).__qualname__},
         "shape": list(data.shape),
         "path": cfg.path,
@@ -453,26 +502,19 @@ def train(
         "evaluator": data.evaluator,
         "compare_defaults": data.compare_defaults,
         "training": {
-            **settings_record,
+            **asdict(cfg),
             "weighting_detail": cfg.weighting_object().describe(),
-            "t_sampler_detail": sampler.describe(),
-            "world_size": world,
+            "t_sampler_detail": cfg.sampler_object().describe(),
+            "world_size": rank_and_world()[1],
             "device": str(device),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
-            "seconds": round(seconds, 1),
+            "seconds": round(done.seconds, 1),
             "command": os.environ.get("SCORESDE_COMMAND"),
         },
         "data": {"source": data.source, **data.split},
-        "loss_curve": loss_curve,
+        "loss_curve": done.loss_curve,
     }
-    if data.test is not None:
-        meta["test_loss"] = held_out_loss(ema, sde, data, cfg, device)
-    if out_dir is not None and rank == 0:
-        write_model_dir(out_dir, ema.state_dict(), meta)
-    if world > 1:
-        torch.distributed.barrier()
-    return TrainResult(out_dir, ema, meta)
 
 
 def held_out_loss(
