@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -31,8 +32,9 @@ from scoresde.core.checks import (
     check_sampling_dtype,
 )
 from scoresde.core.ode import ODEResult, State, dopri5, solve_ivp_scipy
-from scoresde.core.sde import SDE
+from scoresde.core.sde import SDE, normal_log_prob
 from scoresde.solvers.probability_flow import probability_flow_rhs, velocity_at
+from scoresde.solvers.zero_terminal import adaptive_start_time
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -227,9 +229,16 @@ def log_likelihood(
         eps: the start time in (0, T); the result is the density of p_eps, which for small eps
             is within O(eps) of the data density.
         generator: draws the Hutchinson probes (unused for the exact trace).
-        prior_log_prob: z (B, ...) -> (B,) log density at T; default ``sde.prior_log_prob``,
-            the N(0, prior_std^2 I) the sampler starts from. The true p_T differs from it
-            slightly (for VP, m(T) is small but not 0), and that gap enters log p directly.
+        prior_log_prob: z (B, ...) -> (B,) log density at the ODE's end; default
+            ``sde.prior_log_prob``, the N(0, prior_std^2 I) the sampler starts from. The true
+            p_T differs from it slightly (for VP, m(T) is small but not 0), and that gap
+            enters log p directly.
+
+    On a path with zero terminal SNR (m(T) = 0: rectified flow, the cosine path) the ODE's
+    coefficients are infinite at T, so it ends at t_end < T where m(t_end) = 1e-4
+    (``zero_terminal.adaptive_start_time``), and the default prior there is N(0, s(t_end)^2 I).
+    The neglected mean m(t_end) x_0 moves each log p by about m z.x_0 / s^2 (zero on average
+    over z): on the 8-D test mixture, up to 5e-5 nats per dimension.
 
     Returns a ``LikelihoodResult`` (nats; ``bits_per_dim`` converts).
     """
@@ -274,8 +283,14 @@ def log_likelihood(
         s, div_s = divergence(y[0], t)
         return s.mul(c).add_(y[0], alpha=a), div_s.mul(c).add_(a * d)
 
-    res: ODEResult = integrate(rhs, (x, delta0), eps, sde.T, rtol=rtol, atol=atol)
+    t_end = ode_end(sde)
+    if eps >= t_end:
+        raise ValueError(f"eps must lie below the ODE's end {t_end:g} on this path, got {eps}")
+    res: ODEResult = integrate(rhs, (x, delta0), eps, t_end, rtol=rtol, atol=atol)
     z, delta = res.y
+    if prior_log_prob is None and t_end < sde.T:
+        end_std = float(sde.marginal(torch.tensor(t_end, dtype=torch.float64))[1])
+        prior_log_prob = partial(normal_log_prob, std=end_std)
     prior = (prior_log_prob or sde.prior_log_prob)(z)
     estimates = prior + delta  # (B,) or (probes, B)
     stderr = None
@@ -288,6 +303,11 @@ def log_likelihood(
         estimates = estimates.mean(0)
     _check_finite(estimates, "log_prob")
     return LikelihoodResult(estimates, z, prior, res.nfe, stderr, res.stats)
+
+
+def ode_end(sde: SDE) -> float:
+    """Where the likelihood's ODE ends: T, or on a zero-SNR path the time where m = 1e-4."""
+    return adaptive_start_time(sde) if sde.reaches_zero_snr() else sde.T
 
 
 def _check_finite(value: Tensor, name: str) -> None:

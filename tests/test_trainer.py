@@ -105,9 +105,10 @@ def test_the_training_page_runs(capsys):
 
 
 def test_likelihood_of_a_trained_digits_model(tmp_path, capsys):
-    """``likelihood --model DIR``: the ODE bits/dim for any path, the DDPM bound for a table."""
+    """``likelihood --model DIR``: the ODE bits/dim for any path (zero terminal SNR included),
+    the DDPM bound for a table."""
     data = builtin(BUILTIN_DATA, "digits", "data")
-    for path, has_bound in (("vp-linear", False), ("ddpm-linear", True)):
+    for path, has_bound in (("vp-linear", False), ("ddpm-linear", True), ("rectified-flow", False)):
         out = tmp_path / path
         sd.train(data, out, path=path, steps=20, width=8, progress=False)
         args = [

@@ -148,10 +148,14 @@ class SDE:
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
         """Per-sample log density of the prior, shape (B,): sum over all non-batch dims."""
-        d = x[0].numel()
-        s2 = self.prior_std**2
-        sq = x.reshape(x.shape[0], -1).pow(2).sum(dim=1)
-        return -0.5 * d * math.log(2 * math.pi * s2) - sq / (2 * s2)
+        return normal_log_prob(x, self.prior_std)
+
+
+def normal_log_prob(z: Tensor, std: float) -> Tensor:
+    """log N(z; 0, std^2 I) per sample, shape (B,): summed over all non-batch dims."""
+    d = z[0].numel()
+    sq = z.reshape(z.shape[0], -1).pow(2).sum(dim=1)
+    return -0.5 * d * math.log(2 * math.pi * std**2) - sq / (2 * std**2)
 
 
 class VPSDE(SDE):

@@ -62,6 +62,13 @@ from scoresde.solvers.base import Run, Solver, StepCallback, affine
 ADAPTIVE_START_MEAN = 1e-4
 
 
+def adaptive_start_time(sde: SDE) -> float:
+    """The time where m(t) = ADAPTIVE_START_MEAN (m is decreasing): where adaptive solvers,
+    and the likelihood's ODE, meet the limit step of a zero-SNR path."""
+    target = torch.tensor(ADAPTIVE_START_MEAN, dtype=torch.float64)
+    return float(solve_decreasing(lambda t: sde.marginal(t)[0], target, 0.0, sde.T))
+
+
 def is_zero_terminal(sde: SDE) -> bool:
     """True when the path reaches m(T) = 0 (zero terminal SNR): ``SDE.reaches_zero_snr``."""
     return sde.reaches_zero_snr()
@@ -161,8 +168,7 @@ class ZeroTerminalStart(Solver):
         m = ADAPTIVE_START_MEAN (m is decreasing)."""
         if not self.solver.adaptive:
             return run.times[1]
-        target = torch.tensor(ADAPTIVE_START_MEAN, dtype=torch.float64)
-        return float(solve_decreasing(lambda t: run.sde.marginal(t)[0], target, 0.0, run.sde.T))
+        return adaptive_start_time(run.sde)
 
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
         m_0 = float(run.sde.marginal(torch.tensor(run.times[0], dtype=torch.float64))[0])
