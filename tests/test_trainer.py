@@ -19,7 +19,7 @@ import scoresde as sd
 from scoresde.commands.cli import main
 from scoresde.core.output_dir import writer_lock
 from scoresde.models import load_model
-from scoresde.models.builtins import BUILTIN_DATA, builtin
+from scoresde.models.builtins import BUILTIN_DATA, BUILTIN_MODEL_DIRS, builtin, builtin_model_dir
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SMALL = dict(path="vp-linear", steps=30, batch=32, width=32, checkpoint_every=10, progress=False)
@@ -294,15 +294,20 @@ def test_kill_and_resume_under_torchrun(tmp_path, npy):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-STUDY_MODELS = sorted((Path(__file__).parents[1] / "docs" / "schedules" / "models").iterdir())
-
-
-@pytest.mark.parametrize("model", STUDY_MODELS, ids=lambda p: p.name)
-def test_the_schedule_study_models_load_and_sample(model):
-    """The trained models of the schedule study load by path (weights checked against their
-    SHA-256), each under 1 MB, and sample finite digits."""
-    assert sum(f.stat().st_size for f in model.iterdir()) < 2**20
-    spec = load_model(str(model))
+@pytest.mark.parametrize("name", sorted(BUILTIN_MODEL_DIRS))
+def test_the_schedule_study_models_load_by_name_and_sample(name, capsys):
+    """The schedule study's trained models ship with the package, load by name (weights
+    checked against their SHA-256), are each under 1 MB and sample finite digits."""
+    folder = builtin_model_dir(name)
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 2**20
+    spec = load_model(name)
     gen = torch.Generator().manual_seed(0)
     sol = sd.sample(spec.score, spec.sde, (8, *spec.shape), solver="ddim", steps=10, generator=gen)
     assert torch.isfinite(sol.samples).all() and float(sol.samples.abs().max()) < 3
+
+
+def test_compare_names_a_shipped_study_model(capsys):
+    args = ["compare", "--model", "digits-rectified-flow", "--solvers", "ddim", "--nfe", "4",
+            "--samples", "8", "--replicates", "2", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert "ddim" in capsys.readouterr().out

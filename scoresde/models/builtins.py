@@ -6,12 +6,19 @@ runs only the package's own code)."""
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
 BUILTIN_MODELS: dict[str, str] = {"digits": "scoresde.digits:build"}
+# trained model directories shipped with the package (the schedule study, docs/schedules.md):
+# name -> package:folder
+BUILTIN_MODEL_DIRS: dict[str, str] = {
+    f"digits-{name}": f"scoresde.digits:study/{name}"
+    for name in ("ddpm-linear", "ddpm-cosine", "edm", "vp-linear-likelihood", "rectified-flow")
+}
 BUILTIN_DATA: dict[str, str] = {"digits": "scoresde.digits:training_data"}
 BUILTIN_EVALUATORS: dict[str, str] = {"digits": "scoresde.digits:evaluator"}
 
@@ -40,6 +47,12 @@ def resolve(target: str, what: str = "model") -> Any:
     if not callable(factory):
         raise ValueError(f"{what}: {module} has no callable named {name!r}")
     return factory
+
+
+def builtin_model_dir(name: str) -> Path:
+    """The folder of the shipped model directory ``name`` (``BUILTIN_MODEL_DIRS``)."""
+    package, _, folder = BUILTIN_MODEL_DIRS[name].partition(":")
+    return Path(str(importlib.resources.files(package) / folder))
 
 
 def builtin(table: dict[str, str], name: str, what: str) -> Any:

@@ -12,23 +12,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scoresde.models.builtins import BUILTIN_MODELS, resolve
+from scoresde.models.builtins import (
+    BUILTIN_MODEL_DIRS,
+    BUILTIN_MODELS,
+    builtin_model_dir,
+    resolve,
+)
 from scoresde.models.directory import MODEL_FILE, load_model_dir
 from scoresde.models.spec import ModelSpec, spec_from
 
 
 def load_model(ref: str) -> ModelSpec:
-    """Build the ``ModelSpec`` for a built-in name (``BUILTIN_MODELS``), a model directory
+    """Build the ``ModelSpec`` for a built-in name (``BUILTIN_MODELS``, or a shipped trained
+    model of ``BUILTIN_MODEL_DIRS`` such as "digits-edm"), a model directory
     written by the trainer (``scoresde.models.directory``) or ``module:callable``, and check
     the network's output shape."""
     if not isinstance(ref, str):
         raise TypeError(f"model must be a name or 'module:callable', got {type(ref).__name__}")
+    if ref in BUILTIN_MODEL_DIRS:
+        return load_model_dir(builtin_model_dir(ref))
     if (Path(ref) / MODEL_FILE).is_file():
         return load_model_dir(ref)
     target = BUILTIN_MODELS.get(ref, ref)
     if ":" not in target:
+        names = ", ".join([*BUILTIN_MODELS, *BUILTIN_MODEL_DIRS])
         raise ValueError(
-            f"model must be a built-in model ({', '.join(BUILTIN_MODELS)}), a model "
+            f"model must be a built-in model ({names}), a model "
             f"directory (with {MODEL_FILE}) or module:callable, got {ref!r}"
         )
     return spec_from(resolve(target)())
