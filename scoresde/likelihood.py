@@ -321,6 +321,12 @@ def _flow(
     """The probability-flow ODE eps -> T (``to_latent``) or T -> eps, without gradients."""
     rtol, atol = check_finite_positive("rtol", rtol), check_finite_positive("atol", atol)
     eps = check_finite_positive("eps", eps)
+    if sde.reaches_zero_snr():
+        raise ValueError(
+            f"sde: {sde!r} reaches m(T) = 0, where the probability-flow ODE's coefficients are "
+            "infinite, so there is no ODE latent at T to encode to or decode from; "
+            "log_likelihood handles such paths (its ODE ends where m = 1e-4)"
+        )
     _check_inputs(score, x, eps, sde, None)
     t0, t1 = (eps, sde.T) if to_latent else (sde.T, eps)
     with torch.no_grad():

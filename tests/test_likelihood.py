@@ -81,6 +81,15 @@ def test_zero_terminal_snr_paths_end_the_ode_below_t(path):
         assert (res.log_prob - truth).abs().max().item() / target.dim < bound
 
 
+def test_encode_and_decode_refuse_a_zero_terminal_snr_path():
+    target = mixture_2d()
+    sde = sd.rectified_flow()
+    x = target.sample(4, torch.Generator().manual_seed(0), dtype=torch.float64)
+    for flow in (encode, decode):
+        with pytest.raises(ValueError, match=r"m\(T\) = 0"):
+            flow(target.exact_score(sde), sde, x)
+
+
 def test_torch_and_scipy_backends_agree():
     target = mixture_2d()
     sde, x, score = _problem(target, n=16)

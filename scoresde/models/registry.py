@@ -24,7 +24,7 @@ from scoresde.models.spec import ModelSpec, spec_from
 
 def load_model(ref: str) -> ModelSpec:
     """Build the ``ModelSpec`` for a built-in name (``BUILTIN_MODELS``, or a shipped trained
-    model of ``BUILTIN_MODEL_DIRS`` such as "digits-edm"), a model directory
+    model of ``BUILTIN_MODEL_DIRS``), a model directory
     written by the trainer (``scoresde.models.directory``) or ``module:callable``, and check
     the network's output shape."""
     if not isinstance(ref, str):
