@@ -15,6 +15,7 @@ under its own path, prediction and loss, measured alike.
            for a table), dequantisation and the Hutchinson probe drawn from SEED;
         all into docs/schedules/results/MODEL_seedSEED.json.
     python docs/schedule_study.py likelihood MODEL SEED    # step 4 alone, into that file
+    python docs/schedule_study.py tune MODEL SEED          # step 3 alone, into that file
     python docs/schedule_study.py table             # the markdown tables of docs/schedules.md
     python docs/schedule_study.py plot              # loss curves and 100-NFE sample grids
 
@@ -89,19 +90,24 @@ def run(name: str, seed: int) -> None:
     result["quality"] = quality
     result["fd_floor"] = spec.evaluator.floor(QUALITY_SAMPLES, 1)["fd"][0]
 
-    if not spec.sde.reaches_zero_snr():  # tune_grid does not yet tune zero-SNR paths
-        begun = time.perf_counter()
-        tuned = sd.tune_grid(spec, "unipc", 6, samples=64, held_out=512, seed=seed)
-        tuned.save(OUT / name / f"unipc6_seed{seed}.json")
-        result["unipc6"] = {
-            "tuned": [tuned.held_out_error, tuned.held_out_stderr],
-            "named": tuned.named,
-            "seconds": time.perf_counter() - begun,
-        }
-        print(f"  unipc 6 NFE: {result['unipc6']}", flush=True)
+    result["unipc6"] = tune(spec, name, seed)
 
     result.update(likelihood(spec, seed))
     (OUT / f"{name}_seed{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def tune(spec: sd.ModelSpec, name: str, seed: int) -> dict:
+    """UniPC at 6 NFE: the tuned grid and the named ones on 512 held-out starts."""
+    begun = time.perf_counter()
+    tuned = sd.tune_grid(spec, "unipc", 6, samples=64, held_out=512, seed=seed)
+    tuned.save(OUT / name / f"unipc6_seed{seed}.json")
+    out = {
+        "tuned": [tuned.held_out_error, tuned.held_out_stderr],
+        "named": tuned.named,
+        "seconds": time.perf_counter() - begun,
+    }
+    print(f"  unipc 6 NFE: {out}", flush=True)
+    return out
 
 
 def likelihood(spec: sd.ModelSpec, seed: int) -> dict:
@@ -207,9 +213,6 @@ def table() -> str:
     out += ["", "### UniPC at 6 NFE: coupled error on 512 held-out starts; seed 0 / seed 1", ""]
     cells = []
     for n in names:
-        if "unipc6" not in runs[n][0]:
-            cells.append([n, "zero terminal SNR: not tuned", "-", "-"])
-            continue
         tuned = [r["unipc6"]["tuned"] for r in runs[n]]
         named = [min(r["unipc6"]["named"].items(), key=lambda kv: kv[1][0]) for r in runs[n]]
         pairs = list(zip(tuned, named, strict=True))
@@ -272,10 +275,13 @@ if __name__ == "__main__":
     command = sys.argv[1]
     if command == "run":
         run(sys.argv[2], int(sys.argv[3]))
-    elif command == "likelihood":  # (re)measure only the bits/dim of a finished run
+    elif command in ("likelihood", "tune"):  # (re)measure one part of a finished run
         name, seed = sys.argv[2], int(sys.argv[3])
-        result = _load(name, seed)
-        result.update(likelihood(sd.load_model(str(MODELS / name)), seed))
+        result, spec = _load(name, seed), sd.load_model(str(MODELS / name))
+        if command == "tune":
+            result["unipc6"] = tune(spec, name, seed)
+        else:
+            result.update(likelihood(spec, seed))
         (OUT / f"{name}_seed{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
     elif command == "table":
         print(table())

@@ -253,11 +253,10 @@ def sample(
     if steps is None and not isinstance(time_grid, Tensor):
         steps = DEFAULT_STEPS
     grid = make_time_grid(sde, steps, time_grid, eps)
-    if grad and grid.requires_grad and (not solver.differentiable_grid or is_zero_terminal(sde)):
+    if grad and grid.requires_grad and not solver.differentiable_grid:
         raise ValueError(
-            f"time_grid: {solver.describe()} does not differentiate through its time grid "
-            "here; solvers that do, on paths with m(T) > 0: "
-            + ", ".join(registry.differentiable_in_grid())
+            f"time_grid: {solver.describe()} does not differentiate through its time grid; "
+            "solvers that do: " + ", ".join(registry.differentiable_in_grid())
         )
     generator = _make_generator(generator, device)
     start_state = generator.get_state()

@@ -49,6 +49,7 @@ from scoresde.models import ModelSpec, load_model
 from scoresde.models.fingerprint import model_fingerprint
 from scoresde.sample import default_eps, sample
 from scoresde.solvers import registry
+from scoresde.solvers.zero_terminal import adaptive_start_time
 
 INITS = ("best", "dp", *GRIDS)
 DP_POINTS = 64  # points of the fine log-SNR teacher trajectory of init="dp"
@@ -66,7 +67,10 @@ class GridMap:
 
     def __init__(self, sde: SDE, T: float, eps: float, free_end: bool) -> None:
         self.sde, self.T, self.eps, self.free_end = sde, T, eps, free_end
-        ends = _lam(sde, torch.tensor([T, eps], dtype=torch.float64))
+        # at zero terminal SNR lambda(T) = -inf: the span starts where m = 1e-4 instead, the
+        # furthest the limit step from T lands (``zero_terminal``); T itself stays first
+        start = adaptive_start_time(sde) if sde.reaches_zero_snr() else T
+        ends = _lam(sde, torch.tensor([start, eps], dtype=torch.float64))
         self.lam_T, self.lam_eps = float(ends[0]), float(ends[1])
 
     def lambdas(self, theta: Tensor) -> Tensor:
@@ -95,6 +99,7 @@ class GridMap:
         last logit for the share of the span the grid covers, at most 0.98, so that a grid
         ending at eps starts where the end can still move)."""
         lam = _lam(self.sde, grid.detach().to(torch.float64))
+        lam[0] = self.lam_T  # T, or the span's start at zero terminal SNR
         inc = torch.diff(lam).clamp_min(1e-12)
         theta = inc.log()
         if not self.free_end:
@@ -237,8 +242,11 @@ def tune_grid(
     if init not in INITS:
         raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     eps = default_eps(sde) if eps is None else float(eps)
-    if sde.reaches_zero_snr():
-        raise ValueError("sde: tune_grid does not yet tune paths with m(T) = 0")
+    if sde.reaches_zero_snr() and init == "dp":
+        raise ValueError(
+            "init: 'dp' needs x0 = (x - s eps) / m at every fine time, undefined at m(T) = 0 "
+            "on this path; use 'best' or a named rule"
+        )
 
     gen = torch.Generator(device).manual_seed(seed)
     x_all = sde.prior_sample((samples + held_out, *spec.shape), gen, device=device)

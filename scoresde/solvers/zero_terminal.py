@@ -57,6 +57,7 @@ from scoresde.core.adapters import Score
 from scoresde.core.schedules import solve_decreasing
 from scoresde.core.sde import SDE
 from scoresde.solvers.base import Run, Solver, StepCallback, affine
+from scoresde.solvers.plan_scalars import Scalar, is_traced
 
 # where adaptive solvers start after the limit step: its error there is ~ m^2 / 2 = 5e-9
 ADAPTIVE_START_MEAN = 1e-4
@@ -142,6 +143,11 @@ class ZeroTerminalStart(Solver):
         return self.solver.batch_coupled
 
     @property
+    def differentiable_grid(self) -> bool:  # type: ignore[override]
+        # the limit step differentiates in its landing time (``_mean_std_at_first_time``)
+        return self.solver.differentiable_grid
+
+    @property
     def own_first_step(self) -> bool:
         """Whether the wrapped solver takes its own first step from m = 0 (module doc)."""
         return bool(getattr(self.solver, "takes_zero_terminal_step", False))
@@ -170,6 +176,17 @@ class ZeroTerminalStart(Solver):
             return run.times[1]
         return adaptive_start_time(run.sde)
 
+    def _mean_std_at_first_time(self, run: Run, t_1: float) -> tuple[Scalar, Scalar]:
+        """(m, s) at t_1: floats, or, when the grid is differentiated (``tune_grid``), 0-d
+        tensors in the graph of its second point, so that the limit step's landing time is
+        tuned too."""
+        point = run.points[1]
+        if not self.solver.adaptive and is_traced(point):
+            m_1, s_1 = run.sde.marginal(point)
+            return m_1, s_1
+        m_1, s_1 = run.sde.marginal(torch.tensor(t_1, dtype=torch.float64))
+        return float(m_1), float(s_1)
+
     def integrate(self, x: Tensor, run: Run, callback: StepCallback | None = None) -> Tensor:
         m_0 = float(run.sde.marginal(torch.tensor(run.times[0], dtype=torch.float64))[0])
         if m_0 > 0:  # the grid starts below T, where the solver's own steps are defined
@@ -182,7 +199,7 @@ class ZeroTerminalStart(Solver):
         if self.own_first_step and not self.solver.adaptive:
             return self.solver.integrate(x, run, callback)
         t_1 = self.first_time(run)
-        m_1, s_1 = (float(v) for v in run.sde.marginal(torch.tensor(t_1, dtype=torch.float64)))
+        m_1, s_1 = self._mean_std_at_first_time(run, t_1)
         s_T = float(run.sde.marginal(torch.tensor(run.times[0], dtype=torch.float64))[1])
         x0 = run.score.x0(x, run.t[0])
         if self.solver.stochastic:
@@ -191,7 +208,7 @@ class ZeroTerminalStart(Solver):
             x_T, x = x, affine(x0, x, m_1, s_1 / s_T)
             if self.corrected:  # trapezoid in e^lambda: x0 at t_1 from the predicted x_1
                 x0_1 = run.score.x0(x, run.t[1])
-                x = affine(x0.add_(x0_1), x_T, 0.5 * m_1, s_1 / s_T)
+                x = affine(x0 + x0_1, x_T, 0.5 * m_1, s_1 / s_T)
         if self.solver.adaptive:  # the rest starts at t_1 and keeps the grid's eps and 0
             grid = torch.cat([torch.tensor([t_1], dtype=torch.float64), run.grid[-2:]])
             t_rows = [run.t[0].new_full(run.t[0].shape, t_1), *run.t[-2:]]
