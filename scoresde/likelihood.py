@@ -34,7 +34,7 @@ from scoresde.core.checks import (
 from scoresde.core.ode import ODEResult, State, dopri5, solve_ivp_scipy
 from scoresde.core.sde import SDE, normal_log_prob
 from scoresde.solvers.probability_flow import probability_flow_rhs, velocity_at
-from scoresde.solvers.zero_terminal import adaptive_start_time
+from scoresde.solvers.zero_terminal import ode_end
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -236,7 +236,7 @@ def log_likelihood(
 
     On a path with zero terminal SNR (m(T) = 0: rectified flow, the cosine path) the ODE's
     coefficients are infinite at T, so it ends at t_end < T where m(t_end) = 1e-4
-    (``zero_terminal.adaptive_start_time``), and the default prior there is N(0, s(t_end)^2 I).
+    (``zero_terminal.ode_end``), and the default prior there is N(0, s(t_end)^2 I).
     The neglected mean m(t_end) x_0 moves each log p by about m z.x_0 / s^2 (zero on average
     over z): on the 8-D test mixture, up to 5e-5 nats per dimension.
 
@@ -303,11 +303,6 @@ def log_likelihood(
         estimates = estimates.mean(0)
     _check_finite(estimates, "log_prob")
     return LikelihoodResult(estimates, z, prior, res.nfe, stderr, res.stats)
-
-
-def ode_end(sde: SDE) -> float:
-    """Where the likelihood's ODE ends: T, or on a zero-SNR path the time where m = 1e-4."""
-    return adaptive_start_time(sde) if sde.reaches_zero_snr() else sde.T
 
 
 def _check_finite(value: Tensor, name: str) -> None:

@@ -23,6 +23,26 @@ def _objective(solver, score, x_T, w, sde=SDE):
     return f
 
 
+def _check_grid_gradient(spec, sde, rel, abs_tol):
+    """d(sum w x_0)/d(t_i) by autograd against central differences (step 1e-6 t_i) for
+    every t_i after T, in float64 on the 2-D mixture's exact score under ``sde``."""
+    gen = torch.Generator().manual_seed(0)
+    x_T = torch.randn(64, 2, generator=gen, dtype=torch.float64)
+    w = torch.randn(64, 2, generator=gen, dtype=torch.float64)
+    solver = sd.evaluation.SolverSpec.parse(spec).build()
+    f = _objective(solver, mixture_2d().exact_score(sde), x_T, w, sde)
+    g0 = sd.make_time_grid(sde, 6, "logsnr", EPS)[:-1]
+    g = g0.clone().requires_grad_(True)
+    f(g, grad=True).backward()
+    for i in range(1, len(g0)):
+        h = 1e-6 * float(g0[i])
+        up, down = g0.clone(), g0.clone()
+        up[i] += h
+        down[i] -= h
+        fd = float(f(up) - f(down)) / (2 * h)
+        assert float(g.grad[i]) == pytest.approx(fd, rel=rel, abs=abs_tol), (spec, i)
+
+
 @pytest.mark.parametrize(
     "spec",
     [
@@ -43,21 +63,7 @@ def test_gradient_of_the_samples_in_the_grid_matches_finite_differences(spec):
     against central differences (step 1e-6 t_i) in float64 on the 2-D mixture's exact score;
     T itself is not perturbed (it is fixed in tuning, and AFS keys on t_0 = T). Measured
     relative errors: at most 9e-6, the differences' own truncation error."""
-    gen = torch.Generator().manual_seed(0)
-    x_T = torch.randn(64, 2, generator=gen, dtype=torch.float64)
-    w = torch.randn(64, 2, generator=gen, dtype=torch.float64)
-    solver = sd.evaluation.SolverSpec.parse(spec).build()
-    f = _objective(solver, mixture_2d().exact_score(SDE), x_T, w)
-    g0 = sd.make_time_grid(SDE, 6, "logsnr", EPS)[:-1]
-    g = g0.clone().requires_grad_(True)
-    f(g, grad=True).backward()
-    for i in range(1, len(g0)):
-        h = 1e-6 * float(g0[i])
-        up, down = g0.clone(), g0.clone()
-        up[i] += h
-        down[i] -= h
-        fd = float(f(up) - f(down)) / (2 * h)
-        assert float(g.grad[i]) == pytest.approx(fd, rel=5e-5, abs=1e-7), (spec, i)
+    _check_grid_gradient(spec, SDE, rel=5e-5, abs_tol=1e-7)
 
 
 @pytest.mark.parametrize("spec", ["ddim", "ode_heun", "dpm_solver++:order=3", "unipc", "ipndm"])
@@ -66,22 +72,7 @@ def test_gradient_in_the_grid_on_a_zero_terminal_snr_path(spec):
     differentiates in its landing time t_1 (``ZeroTerminalStart``), uncorrected (ddim),
     trapezoid-corrected (order 3) or the solver's own (ode_heun): autograd against central
     differences as above. Measured relative errors: at most 1.2e-5."""
-    sde = sd.rectified_flow()
-    gen = torch.Generator().manual_seed(0)
-    x_T = torch.randn(64, 2, generator=gen, dtype=torch.float64)
-    w = torch.randn(64, 2, generator=gen, dtype=torch.float64)
-    solver = sd.evaluation.SolverSpec.parse(spec).build()
-    f = _objective(solver, mixture_2d().exact_score(sde), x_T, w, sde)
-    g0 = sd.make_time_grid(sde, 6, "logsnr", EPS)[:-1]
-    g = g0.clone().requires_grad_(True)
-    f(g, grad=True).backward()
-    for i in range(1, len(g0)):
-        h = 1e-6 * float(g0[i])
-        up, down = g0.clone(), g0.clone()
-        up[i] += h
-        down[i] -= h
-        fd = float(f(up) - f(down)) / (2 * h)
-        assert float(g.grad[i]) == pytest.approx(fd, rel=1e-4, abs=1e-6), (spec, i)
+    _check_grid_gradient(spec, sd.rectified_flow(), rel=1e-4, abs_tol=1e-6)
 
 
 def test_tune_grid_on_a_zero_terminal_snr_path():

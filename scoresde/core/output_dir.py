@@ -60,14 +60,15 @@ def check_output_dir(out: str | Path) -> Path:
 
 
 @contextmanager
-def writer_lock(out: Path, *, hold: bool = True) -> Iterator[None]:
+def writer_lock(out: Path | None, *, hold: bool = True) -> Iterator[None]:
     """Hold ``out``'s writer lock for the ``with`` block; refuse at once if another holds it.
 
     The lock is flock(2) on the directory itself, so it leaves no file behind and the kernel
     frees it when its holder dies: a killed run never leaves a stale lock. ``hold=False``
-    (ranks other than 0) takes nothing; so does a platform without flock (Windows).
+    (ranks other than 0) takes nothing; so does ``out=None`` (nothing written) and a
+    platform without flock (Windows).
     """
-    if not hold or fcntl is None:
+    if out is None or not hold or fcntl is None:
         yield
         return
     fd = os.open(out, os.O_RDONLY)

@@ -49,7 +49,7 @@ from scoresde.models import ModelSpec, load_model
 from scoresde.models.fingerprint import model_fingerprint
 from scoresde.sample import default_eps, sample
 from scoresde.solvers import registry
-from scoresde.solvers.zero_terminal import adaptive_start_time
+from scoresde.solvers.zero_terminal import ode_end
 
 INITS = ("best", "dp", *GRIDS)
 DP_POINTS = 64  # points of the fine log-SNR teacher trajectory of init="dp"
@@ -69,7 +69,7 @@ class GridMap:
         self.sde, self.T, self.eps, self.free_end = sde, T, eps, free_end
         # at zero terminal SNR lambda(T) = -inf: the span starts where m = 1e-4 instead, the
         # furthest the limit step from T lands (``zero_terminal``); T itself stays first
-        start = adaptive_start_time(sde) if sde.reaches_zero_snr() else T
+        start = min(T, ode_end(sde))
         ends = _lam(sde, torch.tensor([start, eps], dtype=torch.float64))
         self.lam_T, self.lam_eps = float(ends[0]), float(ends[1])
 

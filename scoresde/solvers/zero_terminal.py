@@ -70,6 +70,13 @@ def adaptive_start_time(sde: SDE) -> float:
     return float(solve_decreasing(lambda t: sde.marginal(t)[0], target, 0.0, sde.T))
 
 
+def ode_end(sde: SDE) -> float:
+    """The last time where the probability-flow ODE's coefficients are finite: T, or on a
+    zero-SNR path the time where m = ADAPTIVE_START_MEAN (where the likelihood's ODE ends and
+    the span of a tuned grid starts)."""
+    return adaptive_start_time(sde) if sde.reaches_zero_snr() else sde.T
+
+
 def is_zero_terminal(sde: SDE) -> bool:
     """True when the path reaches m(T) = 0 (zero terminal SNR): ``SDE.reaches_zero_snr``."""
     return sde.reaches_zero_snr()
@@ -182,8 +189,7 @@ class ZeroTerminalStart(Solver):
         tuned too."""
         point = run.points[1]
         if not self.solver.adaptive and is_traced(point):
-            m_1, s_1 = run.sde.marginal(point)
-            return m_1, s_1
+            return run.sde.marginal(point)
         m_1, s_1 = run.sde.marginal(torch.tensor(t_1, dtype=torch.float64))
         return float(m_1), float(s_1)
 

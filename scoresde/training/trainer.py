@@ -385,7 +385,7 @@ def train(
     net_config = network_config(data.shape, cfg.width) if network is None else None
     models = _Models.build(net_config, network, cfg.seed, cfg.lr, device)
     # rank 0 writes; its lock refuses a second run on this directory while this one lives
-    with writer_lock(out_dir or Path(), hold=out_dir is not None and rank == 0):
+    with writer_lock(out_dir, hold=rank == 0):
         checkpoint, begun = None, _Progress()
         if out_dir is not None:
             checkpoint = _Checkpoint(out_dir)
