@@ -98,20 +98,19 @@ def test_generate_with_a_model_on_cuda(tmp_path):
 def test_digits_model_on_cuda_matches_cpu():
     """The shipped digits network on the GPU: the same deterministic DDIM samples as on the
     CPU (float32 convolutions differ in the last bits), and a few training steps run there."""
-    from scoresde import digits
     from scoresde.digits.train import train_unet
 
     x_T = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     out = {}
     for device in ("cpu", "cuda"):
-        net = digits.load_unet(device)
-        sde = sd.VPSDE(digits.schedule())
-        score = sd.score_from_eps(net, sde, time_label=sd.scaled_time(1000))
-        sol = sd.sample(score, sde, x_T=x_T.to(device), solver="ddim", steps=20)
+        spec = sd.load_model("digits")
+        spec.score.net.to(device)
+        sol = sd.sample(spec.score, spec.sde, x_T=x_T.to(device), solver="ddim", steps=20)
         out[device] = sol.samples.cpu()
     torch.testing.assert_close(out["cuda"], out["cpu"], rtol=1e-3, atol=1e-3)
-    net, stats = train_unet(seed=0, steps=20, device="cuda", log_every=20)
-    assert next(net.parameters()).device.type == "cuda" and stats["final_loss"] > 0
+    result = train_unet(None, seed=0, steps=20, device="cuda", progress=False)
+    assert next(result.network.parameters()).device.type == "cuda"
+    assert result.meta["loss_curve"][-1]["loss"] > 0
 
 
 def test_peak_memory_with_a_requires_grad_network_is_flat():

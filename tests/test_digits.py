@@ -1,6 +1,5 @@
 """The built-in digits model: shipped weights, split, sample quality, and the main commands."""
 
-import hashlib
 import json
 
 import numpy as np
@@ -12,8 +11,9 @@ from scoresde import digits
 from scoresde.commands.cli import main
 from scoresde.commands.generate import read_samples
 from scoresde.digits.evaluation import DigitsEvaluator
-from scoresde.digits.train import train_classifier, train_unet
+from scoresde.digits.train import SHIPPED_SETTINGS, train_classifier, train_unet
 from scoresde.models import load_model
+from scoresde.models.directory import sha256_of
 
 
 def test_split_is_fixed_stratified_and_recorded():
@@ -30,14 +30,18 @@ def test_split_is_fixed_stratified_and_recorded():
 
 
 def test_shipped_weights_match_their_checksums_and_settings():
+    """The U-Net is a model directory of one trainer call with the shipped settings; the
+    classifier's bytes match its record."""
     meta = digits.metadata()
-    for name in ("unet.pt", "classifier.pt"):
-        data = (digits.WEIGHTS_DIR / name).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == meta["sha256"][name]
-        assert len(data) < 3_000_000
-    assert meta["unet"]["steps"] > 0 and 0 < meta["unet"]["final_loss"] < 0.2
-    assert meta["schedule"] == {"kind": "DDPM linear", "num_timesteps": 1000, "beta": [1e-4, 0.02]}
-    assert meta["total_seconds"] < 15 * 60
+    assert meta["sha256"]["model.safetensors"] == sha256_of(digits.MODEL_DIR / "model.safetensors")
+    record = digits.classifier_metadata()
+    assert record["sha256"] == sha256_of(digits.WEIGHTS_DIR / digits.CLASSIFIER_FILE)
+    assert sum(f.stat().st_size for f in digits.MODEL_DIR.iterdir()) < 2**20
+    training = meta["training"]
+    for key, value in SHIPPED_SETTINGS.items():
+        assert training[key] == value, key
+    assert (meta["path"], meta["prediction"], training["seed"]) == ("ddpm-linear", "eps", 0)
+    assert meta["loss_curve"][-1]["loss"] < 0.1 and meta["test_loss"]["mean"] < 0.1
 
 
 def test_shipped_classifier_reaches_97_percent_on_the_test_split():
@@ -48,11 +52,10 @@ def test_shipped_classifier_reaches_97_percent_on_the_test_split():
 
 
 def test_training_is_reproducible_from_the_seed():
-    """A few steps of each trainer twice: the same seed gives the same bytes, another seed
-    other weights (the full run is the same code for 30000 steps)."""
-    a, _ = train_unet(seed=3, steps=5, log_every=5)
-    b, _ = train_unet(seed=3, steps=5, log_every=5)
-    c, _ = train_unet(seed=4, steps=5, log_every=5)
+    """A few steps of the shipped U-Net's trainer call and of the classifier's, twice: the
+    same seed gives the same bytes, another seed other weights (the full runs are the same
+    code for 30000 and 3000 steps)."""
+    a, b, c = (train_unet(None, seed=s, steps=5, progress=False).network for s in (3, 3, 4))
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
     assert any(
@@ -69,8 +72,8 @@ def test_training_is_reproducible_from_the_seed():
 
 def test_global_rng_is_untouched_by_loading_and_training():
     state = torch.random.get_rng_state()
-    digits.build()
-    train_unet(seed=0, steps=1, log_every=1)
+    load_model("digits")
+    train_unet(None, seed=0, steps=1, progress=False)
     assert torch.equal(state, torch.random.get_rng_state())
 
 

@@ -38,5 +38,12 @@ def test_the_wheel_carries_license_py_typed_and_the_weights(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "scoresde/py.typed" in names
     assert any(n.endswith("licenses/LICENSE") for n in names), names
-    assert "scoresde/digits/weights/model.json" in names
+    for name in (
+        "model/model.json",
+        "model/model.safetensors",
+        "weights/classifier.json",
+        "weights/classifier.safetensors",
+        "study/edm/model.safetensors",
+    ):
+        assert f"scoresde/digits/{name}" in names, name
     assert "scoresde/core/sde.py" in names and "scoresde/sde.py" not in names

@@ -19,7 +19,7 @@ import scoresde as sd
 from scoresde.commands.cli import main
 from scoresde.core.output_dir import writer_lock
 from scoresde.models import load_model
-from scoresde.models.builtins import BUILTIN_DATA, BUILTIN_MODEL_DIRS, builtin, builtin_model_dir
+from scoresde.models.builtins import BUILTIN_DATA, BUILTIN_MODELS, builtin, builtin_model_dir
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SMALL = dict(path="vp-linear", steps=30, batch=32, width=32, checkpoint_every=10, progress=False)
@@ -294,10 +294,11 @@ def test_kill_and_resume_under_torchrun(tmp_path, npy):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("name", sorted(BUILTIN_MODEL_DIRS))
-def test_the_schedule_study_models_load_by_name_and_sample(name, capsys):
-    """The schedule study's trained models ship with the package, load by name (weights
-    checked against their SHA-256), are each under 1 MB and sample finite digits."""
+@pytest.mark.parametrize("name", sorted(BUILTIN_MODELS))
+def test_the_shipped_models_load_by_name_and_sample(name, capsys):
+    """The digits model and the schedule study's trained models ship with the package as
+    model directories, load by name (weights checked against their SHA-256), are each under
+    1 MB and sample finite digits."""
     folder = builtin_model_dir(name)
     assert sum(f.stat().st_size for f in folder.iterdir()) < 2**20
     spec = load_model(name)

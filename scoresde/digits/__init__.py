@@ -3,29 +3,28 @@
 ``scoresde compare --model digits``, ``scoresde generate --model digits`` and
 ``scoresde likelihood --model digits`` use it with no other input. In code::
 
+    spec = scoresde.load_model("digits")   # the ModelSpec: score, SDE, shape, evaluator
     from scoresde import digits
-    spec = digits.build()              # the model dict of scoresde.models's protocol
-    net = digits.load_unet()           # DigitsUNet with the shipped (EMA) weights
-    info = digits.metadata()           # training settings, split, final loss, checksums
+    net = digits.load_unet()                # the shipped (EMA) network
+    info = digits.metadata()                # the trainer's record: settings, split, losses
 
-The weights (``weights/unet.pt``, ``weights/classifier.pt``) ship inside the package with
-``weights/model.json``; loading checks each file's SHA-256 against it. They are reproduced by
-``python -m scoresde.digits.train`` (see ``scoresde.digits.train``). Data, split and the
-dequantisation of the 17 grey levels are described in ``scoresde.digits.data``.
+The U-Net is a model directory written by the trainer (``model/``: model.safetensors and
+model.json with the weights' SHA-256); ``weights/`` holds the classifier behind the data-side
+metrics, with its own record. Both are reproduced by ``python -m scoresde.digits.train``
+(``scoresde.digits.train``). Data, split and the dequantisation of the 17 grey levels are
+described in ``scoresde.digits.data``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
-from scoresde.core.adapters import scaled_time
-from scoresde.core.schedules import DiscreteSchedule
 from scoresde.digits.classifier import DigitClassifier
 from scoresde.digits.data import (
     BIN_WIDTH,
@@ -36,11 +35,14 @@ from scoresde.digits.data import (
     load_split,
     split_indices,
 )
-from scoresde.models.unet import SmallUNet as DigitsUNet
+from scoresde.models.directory import load_network, read_model_json, sha256_of
 
+MODEL_DIR = Path(__file__).parent / "model"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# compare's defaults for this model: sized so that the fifteen default solvers run in under
-# three minutes on 2 CPU cores (one network call on 640 digits takes about 20 ms there)
+CLASSIFIER_FILE = "classifier.safetensors"
+CLASSIFIER_RECORD = "classifier.json"
+# compare's defaults for models trained on digits: sized so that the fifteen default solvers
+# run in under three minutes on 2 CPU cores (one network call on 640 digits takes about 20 ms)
 COMPARE_DEFAULTS: dict[str, Any] = {
     "nfe": (10, 20, 50, 100),
     "samples": 128,
@@ -52,41 +54,35 @@ COMPARE_DEFAULTS: dict[str, Any] = {
 
 @lru_cache(maxsize=1)
 def metadata() -> dict[str, Any]:
-    """The shipped ``model.json``: training settings, split, final loss, timings, checksums."""
-    return json.loads((WEIGHTS_DIR / "model.json").read_text())
+    """The shipped U-Net's model.json: the trainer's settings and command, the split, the loss
+    curve, the held-out loss, the seconds it took and the weights' SHA-256."""
+    return read_model_json(MODEL_DIR)
 
 
-def _load_state(name: str) -> dict[str, torch.Tensor]:
-    path = WEIGHTS_DIR / name
-    expected = metadata()["sha256"][name]
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    if actual != expected:
-        raise ValueError(f"{path}: SHA-256 {actual} differs from model.json's {expected}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+@lru_cache(maxsize=1)
+def classifier_metadata() -> dict[str, Any]:
+    """The shipped classifier's record: settings, test accuracy, seconds and SHA-256."""
+    return json.loads((WEIGHTS_DIR / CLASSIFIER_RECORD).read_text())
 
 
-def load_unet(device: str | torch.device = "cpu") -> DigitsUNet:
-    """The shipped eps-network in eval mode with frozen parameters (gradients still flow to
-    its input, which the likelihood's divergence needs). Channels-last weights: about 15 %
-    faster on CPU for these 8x8 convolutions, same values."""
-    with torch.device("meta"):  # no initial weights drawn (the global RNG stays untouched)
-        net = DigitsUNet(width=metadata()["unet"]["width"])
-    net.load_state_dict(_load_state("unet.pt"), assign=True)
-    net = net.to(device, memory_format=torch.channels_last)
-    return net.eval().requires_grad_(False)
+def load_unet(device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The shipped eps-network (``SmallUNet``) in eval mode with frozen parameters (gradients
+    still flow to its input, which the likelihood's divergence needs); called as
+    net(x, label) with label = 1000 t, the DDPM timestep."""
+    return load_network(MODEL_DIR, device)
 
 
 def load_classifier(device: str | torch.device = "cpu") -> DigitClassifier:
-    """The shipped digit classifier (test accuracy in ``metadata()["classifier"]``)."""
-    with torch.device("meta"):
+    """The shipped digit classifier (test accuracy in ``classifier_metadata()``), its weights
+    checked against the record's SHA-256."""
+    path = WEIGHTS_DIR / CLASSIFIER_FILE
+    expected = classifier_metadata()["sha256"]
+    if sha256_of(path) != expected:
+        raise ValueError(f"{path}: SHA-256 {sha256_of(path)} differs from the record's {expected}")
+    with torch.device("meta"):  # no initial weights drawn (the global RNG stays untouched)
         model = DigitClassifier()
-    model.load_state_dict(_load_state("classifier.pt"), assign=True)
+    model.load_state_dict(load_file(path), assign=True)
     return model.to(device).eval().requires_grad_(False)
-
-
-def schedule() -> DiscreteSchedule:
-    """The table the network was trained on: DDPM linear, N = 1000, beta 1e-4 .. 0.02."""
-    return DiscreteSchedule.linear(metadata()["schedule"]["num_timesteps"])
 
 
 def evaluator():
@@ -122,36 +118,22 @@ def training_data():
     )
 
 
-def build() -> dict[str, Any]:
-    """The model dict of ``scoresde.models``'s protocol, plus the data-side evaluator and
-    compare's defaults for this model."""
-    n = metadata()["schedule"]["num_timesteps"]
-    return {
-        "net": load_unet(),
-        "shape": SHAPE,
-        "prediction": "eps",
-        "schedule": schedule(),
-        "time_label": scaled_time(n),  # label = N t: timestep i at t = i/N, float in between
-        "evaluator": evaluator(),
-        "compare_defaults": COMPARE_DEFAULTS,
-    }
-
-
 __all__ = [
     "BIN_WIDTH",
+    "CLASSIFIER_FILE",
+    "CLASSIFIER_RECORD",
     "COMPARE_DEFAULTS",
     "LEVELS",
+    "MODEL_DIR",
     "SHAPE",
     "WEIGHTS_DIR",
     "DigitClassifier",
-    "DigitsUNet",
-    "build",
+    "classifier_metadata",
     "evaluator",
     "levels_to_model",
     "load_classifier",
     "load_split",
     "load_unet",
     "metadata",
-    "schedule",
     "training_data",
 ]

@@ -1,44 +1,42 @@
 """Train the built-in digits model and its classifier: ``python -m scoresde.digits.train``.
 
-Reproduces the shipped weights from a seed (same torch version, device and thread count give
-the same bytes; ``model.json`` records all three and the SHA-256 of each file). Defaults are
-the shipped settings; on 2 CPU cores the whole run takes about ten minutes.
+Reproduces the shipped files from a seed (same torch version, device and thread count give
+the same bytes; each record holds all three and the SHA-256 of the weights):
 
-The eps-network is trained with Ho et al.'s simple loss on the training split: timestep
-i ~ U{1..N} of the linear DDPM table (N = 1000, beta 1e-4..0.02), x_i = sqrt(alpha_bar_i) x_0
-+ sqrt(1 - alpha_bar_i) eps, loss |eps - eps_theta(x_i, i)|^2 averaged over pixels. x_0 is
-uniformly dequantised within each level's bin (x_0 = -1 + (k + u) 2/17, fresh u every step),
-so the network models the continuous density whose bin masses are the digit probabilities:
-the one both likelihoods (PF-ODE on dequantised data, DDPM bound with a discretised decoder)
-bound. Adam with linear warm-up and cosine decay; the shipped weights are the EMA ones.
-
-The classifier is trained on the same training split, on dequantised images shifted by up to
-one pixel, and must reach >= 97% accuracy on the test split.
+- ``DIR/model``: the eps-network, one call of the trainer (``scoresde.train``) with
+  ``SHIPPED_SETTINGS``, the same as ``scoresde train --data digits --schedule ddpm-linear
+  --steps 30000 --warmup 500 --seed 0 --checkpoint-every 1000 --out DIR/model``: Ho et al.'s
+  simple loss |eps - eps_theta(x_i, i)|^2 with timestep i ~ U{1..N} of the linear DDPM table
+  (N = 1000, beta 1e-4..0.02), x_0 uniformly dequantised within each level's bin afresh in
+  every batch (``scoresde.digits.data``), Adam with warm-up and cosine decay, EMA weights.
+- ``DIR/weights``: the classifier behind the data-side metrics, trained on the same split on
+  dequantised images shifted by up to one pixel; it must reach >= 97% test accuracy.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from safetensors.torch import save
+from torch import Tensor
 
-from scoresde.core.schedules import DiscreteSchedule
+from scoresde.digits import CLASSIFIER_FILE, CLASSIFIER_RECORD, training_data
 from scoresde.digits.classifier import DigitClassifier
 from scoresde.digits.data import LEVELS, load_split
 from scoresde.likelihood import dequantize
-from scoresde.models.unet import SmallUNet as DigitsUNet
-from scoresde.training.trainer import learning_rate, seeded_module
+from scoresde.models.directory import sha256_of
+from scoresde.training.trainer import TrainResult, learning_rate, seeded_module, train
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-NUM_TIMESTEPS = 1000
 MIN_TEST_ACCURACY = 0.97
+# the shipped U-Net's settings beyond the trainer's defaults (the seed is main's --seed)
+SHIPPED_SETTINGS = {"path": "ddpm-linear", "steps": 30_000, "warmup": 500, "checkpoint_every": 1000}
 
 
 def _shifted(x: Tensor, generator: torch.Generator) -> Tensor:
@@ -77,148 +75,64 @@ def train_classifier(
     return model, {"steps": steps, "batch": batch, "lr": lr, "test_accuracy": accuracy}
 
 
-def eps_loss(
-    net: nn.Module, levels: Tensor, schedule: DiscreteSchedule, gen: torch.Generator, draws: int
-) -> float:
-    """Mean simple loss of ``net`` over ``draws`` (timestep, noise, dequantisation) per image."""
-    device = levels.device
-    alpha_bars = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
-    total = 0.0
-    with torch.no_grad():
-        for _ in range(draws):
-            total += float(_simple_loss(net, levels, alpha_bars, gen))
-    return total / draws
-
-
-def _simple_loss(net: nn.Module, levels: Tensor, alpha_bars: Tensor, gen: torch.Generator):
-    x0 = dequantize(levels, levels=LEVELS, generator=gen)
-    i = torch.randint(1, NUM_TIMESTEPS + 1, (x0.shape[0],), generator=gen, device=x0.device)
-    ab = alpha_bars[i - 1].view(-1, 1, 1, 1)
-    eps = torch.randn(x0.shape, generator=gen, device=x0.device)
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-    return (net(x_t, i.float()) - eps).pow(2).mean()
-
-
 def train_unet(
-    *,
-    seed: int,
-    steps: int = 30_000,
-    batch: int = 128,
-    lr: float = 2e-3,
-    width: int = 16,
-    ema_decay: float = 0.9995,
-    device: str = "cpu",
-    log_every: int = 1000,
-) -> tuple[DigitsUNet, dict]:
-    """The simple eps-loss on the training split; returns the EMA network and its stats."""
-    train = load_split("train")
-    schedule = DiscreteSchedule.linear(NUM_TIMESTEPS)
-    alpha_bars = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
-    gen = torch.Generator(device).manual_seed(seed)
-    net = seeded_module(lambda: DigitsUNet(width=width), seed).to(device)
-    ema = seeded_module(lambda: DigitsUNet(width=width), seed).to(device)
-    ema.load_state_dict(net.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    levels = train.levels.to(device)
-    recent, history = [], []
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup=500)
-        idx = torch.randint(0, len(train), (batch,), generator=gen, device=device)
-        loss = _simple_loss(net, levels[idx], alpha_bars, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - ema_decay)
-        recent.append(loss.detach())
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            mean = float(torch.stack(recent).mean())
-            history.append({"step": step + 1, "loss": mean})
-            print(f"  unet step {step + 1:6d}  loss {mean:.4f}", flush=True)
-            recent = []
-    ema.eval()
-    check = torch.Generator(device).manual_seed(seed + 1)
-    stats = {
-        "steps": steps,
-        "batch": batch,
-        "lr": lr,
-        "width": width,
-        "ema_decay": ema_decay,
-        "final_loss": history[-1]["loss"],
-        "loss_history": history,
-        "ema_train_loss": eps_loss(ema, levels, schedule, check, draws=20),
-        "ema_test_loss": eps_loss(ema, load_split("test").levels.to(device), schedule, check, 20),
-    }
-    return ema, stats
+    out: str | Path | None, *, seed: int, device: str = "cpu", progress: bool = True, **settings
+) -> TrainResult:
+    """The shipped eps-network's training: ``scoresde.train`` on the digits' split with
+    ``SHIPPED_SETTINGS`` (``settings`` override them, e.g. ``steps`` for a short run)."""
+    return train(
+        training_data(), out, device=device, progress=progress,
+        **{**SHIPPED_SETTINGS, "seed": seed, **settings},
+    )  # fmt: skip
 
 
-def _save(module: nn.Module, path: Path) -> str:
-    state = {k: v.detach().cpu().contiguous().float() for k, v in module.state_dict().items()}
-    torch.save(state, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def write_classifier(out: Path, model: DigitClassifier, record: dict) -> dict:
+    """``out``/classifier.safetensors and its record (settings, accuracy, SHA-256)."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().float() for k, v in model.state_dict().items()}
+    (out / CLASSIFIER_FILE).write_bytes(save(state))
+    record = {**record, "sha256": sha256_of(out / CLASSIFIER_FILE)}
+    (out / CLASSIFIER_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    return record
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scoresde.digits.train", description=__doc__)
+    p.add_argument("--out", type=Path, required=True, help="a new folder for model/ and weights/")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=30_000, help="eps-network steps")
+    p.add_argument("--steps", type=int, default=SHIPPED_SETTINGS["steps"], help="U-Net steps")
     p.add_argument("--classifier-steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--width", type=int, default=16)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="directory for the weights")
+    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    # the trainer records the command that made the model (model.json's training.command)
+    os.environ["SCORESDE_COMMAND"] = " ".join([p.prog, *(argv or [])])
     start = time.perf_counter()
-    classifier, cls_stats = train_classifier(
+    classifier, stats = train_classifier(
         seed=args.seed, steps=args.classifier_steps, device=args.device
     )
-    print(f"classifier test accuracy {cls_stats['test_accuracy']:.4f}", flush=True)
-    if cls_stats["test_accuracy"] < MIN_TEST_ACCURACY:
+    print(f"classifier test accuracy {stats['test_accuracy']:.4f}", flush=True)
+    if stats["test_accuracy"] < MIN_TEST_ACCURACY:
         raise SystemExit(f"classifier test accuracy below {MIN_TEST_ACCURACY}")
-    cls_stats["seconds"] = round(time.perf_counter() - start, 1)
-    t_unet = time.perf_counter()
-    unet, unet_stats = train_unet(
-        seed=args.seed,
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-        width=args.width,
-        device=args.device,
+    write_classifier(
+        args.out / "weights",
+        classifier,
+        {
+            "seed": args.seed,
+            "command": "python -m scoresde.digits.train",
+            "torch": torch.__version__,
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            **stats,
+            "seconds": round(time.perf_counter() - start, 1),
+        },
     )
-    unet_stats["seconds"] = round(time.perf_counter() - t_unet, 1)
-    meta = {
-        "seed": args.seed,
-        "command": "python -m scoresde.digits.train " + " ".join(argv or []),
-        "torch": torch.__version__,
-        "device": args.device,
-        "threads": torch.get_num_threads(),
-        "data": {
-            "source": "sklearn.datasets.load_digits (1797 images, 8x8, levels 0..16)",
-            "split": "train_test_split(test_size=0.25, stratify=target, random_state=0)",
-            "train_size": len(load_split("train")),
-            "test_indices": load_split("test").indices.tolist(),
-            "model_space": "x = -1 + (k + 1/2) * 2/17 (bin centres); training draws x = "
-            "-1 + (k + u) * 2/17, u ~ U[0, 1) (uniform dequantisation)",
-            "levels": LEVELS,
-        },
-        "schedule": {"kind": "DDPM linear", "num_timesteps": NUM_TIMESTEPS, "beta": [1e-4, 0.02]},
-        "time_label": "label = N t = 1000 t (the DDPM timestep i at t = i/N, float in between)",
-        "unet": unet_stats,
-        "classifier": cls_stats,
-        "sha256": {
-            "unet.pt": _save(unet, args.out / "unet.pt"),
-            "classifier.pt": _save(classifier, args.out / "classifier.pt"),
-        },
-        "total_seconds": round(time.perf_counter() - start, 1),
-    }
-    (args.out / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"wrote {args.out} in {meta['total_seconds']:.0f} s", flush=True)
+    result = train_unet(
+        args.out / "model", seed=args.seed, steps=args.steps, device=args.device,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s "
+          f"(held-out loss {result.meta['test_loss']})", flush=True)  # fmt: skip
     return 0
 
 

@@ -1,7 +1,7 @@
-"""The names of the package's built-in models, training data and evaluators, each resolved
-like ``module:callable`` of this package (generic code never imports them; the names are
-only looked up here, and a model directory's model.json names its evaluator, so loading it
-runs only the package's own code)."""
+"""The names of the package's built-in models (model directories shipped as package data),
+training data and evaluators (each resolved like ``module:callable`` of this package).
+Generic code never imports them; the names are only looked up here, and a model directory's
+model.json names its evaluator, so loading it runs only the package's own code."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BUILTIN_MODELS: dict[str, str] = {"digits": "scoresde.digits:build"}
-# trained model directories shipped with the package (the schedule study, docs/schedules.md):
-# name -> package:folder
-BUILTIN_MODEL_DIRS: dict[str, str] = {
-    f"digits-{name}": f"scoresde.digits:study/{name}"
-    for name in ("ddpm-linear", "ddpm-cosine", "edm", "vp-linear-likelihood", "rectified-flow")
+# the shipped trained models, each a model directory of the package (name -> package:folder):
+# the digits model (scoresde/digits/model) and the schedule study's five (docs/schedules.md)
+BUILTIN_MODELS: dict[str, str] = {
+    "digits": "scoresde.digits:model",
+    **{
+        f"digits-{name}": f"scoresde.digits:study/{name}"
+        for name in ("ddpm-linear", "ddpm-cosine", "edm", "vp-linear-likelihood", "rectified-flow")
+    },
 }
 BUILTIN_DATA: dict[str, str] = {"digits": "scoresde.digits:training_data"}
 BUILTIN_EVALUATORS: dict[str, str] = {"digits": "scoresde.digits:evaluator"}
@@ -50,8 +52,8 @@ def resolve(target: str, what: str = "model") -> Any:
 
 
 def builtin_model_dir(name: str) -> Path:
-    """The folder of the shipped model directory ``name`` (``BUILTIN_MODEL_DIRS``)."""
-    package, _, folder = BUILTIN_MODEL_DIRS[name].partition(":")
+    """The folder of the shipped model ``name`` (``BUILTIN_MODELS``)."""
+    package, _, folder = BUILTIN_MODELS[name].partition(":")
     return Path(str(importlib.resources.files(package) / folder))
 
 

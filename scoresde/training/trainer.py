@@ -377,7 +377,8 @@ def train(
     if cfg.batch % world:
         raise ValueError(f"batch ({cfg.batch}) must be divisible by the process count {world}")
     sde = path_from_spec(cfg.path)
-    cfg.sampler_object().draw(sde, 1, None, torch.device("cpu"))  # refuses a bad interval now
+    # one throwaway draw refuses a bad interval now (its own generator: the global RNG stays)
+    cfg.sampler_object().draw(sde, 1, torch.Generator().manual_seed(0), torch.device("cpu"))
 
     out_dir = None if out is None else check_output_dir(out)
     if resume and out_dir is None:
