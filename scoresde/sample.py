@@ -16,8 +16,10 @@ from scoresde.core.checks import (
     check_output,
     check_positive_int,
     check_sampling_dtype,
+    check_times,
 )
 from scoresde.core.grids import make_time_grid
+from scoresde.core.network_times import RetimedScore
 from scoresde.core.noise import NoiseSource, make_noise
 from scoresde.core.sde import SDE
 from scoresde.solvers import registry
@@ -169,6 +171,7 @@ def sample(
     condition: dict[str, Any] | None = None,
     grad: bool = False,
     nfe: int | None = None,
+    network_times: Tensor | None = None,
 ) -> Solution:
     """Draw samples by integrating the reverse SDE / probability-flow ODE of ``sde``.
 
@@ -215,6 +218,11 @@ def sample(
             carry the gradient; solvers with ``differentiable_grid``). Default False: the
             run is under ``torch.no_grad()`` and keeps no graph, whatever ``requires_grad``
             the network's parameters have.
+        network_times: (N,) times at which the model is asked for each of the N grid times
+            (LD3's decoupled times, ``TunedGrid.network_grid``): the solver steps on the grid
+            but uses the model's denoised estimate at network_times[i] for grid time i
+            (``scoresde.core.network_times``). Needs a solver that evaluates only on its grid
+            (``differentiable_grid``). Default: the grid itself.
 
     Returns:
         ``Solution``. Raises ``NonFiniteSampleError`` naming the first step whose result
@@ -253,6 +261,12 @@ def sample(
     if steps is None and not isinstance(time_grid, Tensor):
         steps = DEFAULT_STEPS
     grid = make_time_grid(sde, steps, time_grid, eps)
+    if network_times is not None and not solver.differentiable_grid:
+        raise ValueError(
+            f"network_times: {solver.describe()} evaluates the model between its grid times; "
+            "solvers that evaluate only on the grid: "
+            + ", ".join(registry.differentiable_in_grid())
+        )
     if grad and grid.requires_grad and not solver.differentiable_grid:
         raise ValueError(
             f"time_grid: {solver.describe()} does not differentiate through its time grid; "
@@ -271,6 +285,8 @@ def sample(
             raise ValueError("x_T contains NaN or Inf")
         if condition:
             score = bind_condition(score, condition, x.shape[0], device)
+        if network_times is not None:
+            score = RetimedScore(score, sde, grid[:-1], _network_times(network_times, grid, sde))
 
         def make_run() -> Run:
             counted = _CountedScore(score)
@@ -299,6 +315,20 @@ def sample(
             trajectory=torch.stack(trajectory) if return_trajectory else None,
             stats=dict(run.stats),
         )
+
+
+def _network_times(times: Tensor, grid: Tensor, sde: SDE) -> Tensor:
+    """network_times as float64 on the CPU (its graph kept), one per evaluation time, in (0, T]."""
+    if not isinstance(times, Tensor):
+        raise TypeError(f"network_times must be a tensor, got {type(times).__name__}")
+    times = times.to("cpu", torch.float64).flatten()
+    if times.numel() != grid.numel() - 1:
+        raise ValueError(
+            f"network_times must hold one time per grid time ({grid.numel() - 1}), got "
+            f"{times.numel()}"
+        )
+    check_times("network_times", times.detach(), 0.0, sde.T, include_low=False)
+    return times
 
 
 class _Observer:

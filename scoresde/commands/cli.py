@@ -333,6 +333,12 @@ def _parser() -> argparse.ArgumentParser:
         help="start: best (lowest-error named grid), dp (GITS' dynamic programme over a "
         "teacher trajectory) or a grid rule (default %(default)s)",
     )
+    tu.add_argument(
+        "--network-times",
+        action="store_true",
+        help="also tune the times at which the model is asked, one per grid time (LD3's "
+        "decoupled times; the grid file carries them)",
+    )
     tu.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
     tu.add_argument(
         "--no-progress", action="store_true", help="no progress bar on stderr (default: shown)"
@@ -620,6 +626,7 @@ def _tune(args: argparse.Namespace) -> int:
             held_out=args.held_out,
             iterations=args.iterations,
             init=args.init,
+            network_times=args.network_times,
             device=args.device,
             progress=not args.no_progress,
         )

@@ -203,7 +203,7 @@ def generate(
             "raise shard_size"
         )
     steps = check_positive_int("steps", steps, maximum=MAX_STEPS)
-    grid_times = None
+    grid_times = network_times = None
     if isinstance(solver, str):
         solver_spec = SolverSpec.parse(solver)
         solver_obj = solver_spec.build()
@@ -211,6 +211,7 @@ def generate(
             time_grid = solver_spec.grid
         if solver_spec.times is not None:
             grid_times, steps = solver_spec.times, solver_spec.times.numel()
+            network_times = solver_spec.network_times
     else:
         solver_obj = registry.get(solver)
     if solver_obj.name == "torchsde":
@@ -229,7 +230,7 @@ def generate(
     with writer_lock(out, hold=rank_and_world()[0] == 0):
         return _generate(
             spec, out, num, solver_obj, steps, grid, batch_size, seed, shard_size, device, dtype,
-            model_name, progress, check_model,
+            model_name, progress, check_model, network_times,
         )  # fmt: skip
 
 
@@ -248,6 +249,7 @@ def _generate(
     model_name: str,
     progress: bool,
     check_model: bool,
+    network_times: torch.Tensor | None = None,
 ) -> GenerateResult:
     """``generate`` after its arguments are checked, under the directory's lock."""
     n_shards = -(-num // shard_size)
@@ -268,6 +270,8 @@ def _generate(
         "dtype": str(dtype).removeprefix("torch."),
         "sde": repr(spec.sde),
     }
+    if network_times is not None:  # a grid file with decoupled network times (LD3)
+        identity["network_times"] = network_times.tolist()
     _claim_run(out, identity, rank)
     mine = range(rank, n_shards, world)
     checksums = _manifest_checksums(out)
@@ -298,6 +302,7 @@ def _generate(
                 solver=solver_obj,
                 steps=steps,
                 time_grid=grid,
+                network_times=network_times,
                 noise=noise,
                 generator=torch.Generator(device=device).manual_seed(0),  # unused by design
                 condition=spec.condition_for(idx),  # keyed by sample index, like the noise

@@ -32,6 +32,7 @@ def tune_report(
     held_out: int = 512,
     iterations: int = 200,
     init: str = "best",
+    network_times: bool = False,
     device: str = "cpu",
     progress: bool = True,
 ) -> str:
@@ -52,6 +53,7 @@ def tune_report(
             held_out=held_out,
             iterations=iterations,
             init=init,
+            network_times=network_times,
             seed=seed,
             device=device,
             on_run=None if bar is None else (lambda: bar.update(1)),
@@ -85,6 +87,11 @@ def tune_report(
         f"tuned / best named ({best}): {ratio:.2f} in coupled error; "
         f"started from {tuned.init}; {tuned.evaluations} solver runs in {wall:.0f} s",
         f"grid (t): {', '.join(f'{t:.4f}' for t in tuned.grid.tolist())}",
+        *(
+            [f"network times (t'): {', '.join(f'{t:.4f}' for t in tuned.network_grid.tolist())}"]
+            if tuned.network_grid is not None
+            else []
+        ),
         f"written to {path}; use it as --solver '{solver}:grid=file:{path}' in compare and "
         "generate",
     ]

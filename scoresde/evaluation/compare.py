@@ -178,11 +178,12 @@ def compare(
     targets, solvers = names_of("targets", targets), names_of("solvers", solvers)
     paths = _paths_of(path, schedule, model)
     schedule, grid_label, grid_times = _schedule_label(schedule), time_grid, None
+    network_times = None
     if isinstance(time_grid, TunedGrid | Tensor):
-        grid_label, grid_times = _given_grid(time_grid, solvers)
+        grid_label, grid_times, network_times = _given_grid(time_grid, solvers)
     specs = [SolverSpec.parse(text) for text in solvers]
     if grid_times is not None:
-        specs = [spec.with_times(grid_times, grid_label) for spec in specs]
+        specs = [spec.with_times(grid_times, grid_label, network_times) for spec in specs]
     solver_objs = {spec: spec.build() for spec in specs}  # unknown names and options fail here
     samples = check_positive_int("samples", samples, minimum=2, maximum=10**7)
     replicates = check_positive_int("replicates", replicates, minimum=2, maximum=1000)
@@ -249,14 +250,15 @@ def _schedule_label(schedule: Any) -> str:
     return schedule
 
 
-def _given_grid(grid: TunedGrid | Tensor, solvers: list[str]) -> tuple[str, Tensor]:
-    """(label, times) of a grid given in Python; a tuned grid must fit every solver."""
+def _given_grid(grid: TunedGrid | Tensor, solvers: list[str]) -> tuple[str, Tensor, Tensor | None]:
+    """(label, times, network times) of a grid given in Python; a tuned grid must fit every
+    solver."""
     if isinstance(grid, TunedGrid):
         for text in solvers:
             grid.check_for(text)
-        return f"tuned:{grid.solver}@{grid.nfe}", grid.grid
+        return f"tuned:{grid.solver}@{grid.nfe}", grid.grid, grid.network_grid
     times = grid.detach().to("cpu", torch.float64).flatten()
-    return f"custom({times.numel()} times)", times
+    return f"custom({times.numel()} times)", times, None
 
 
 def run_problem(
@@ -332,8 +334,9 @@ def run_problem(
     for spec, solver in solver_objs.items():
         grid = spec.grid or time_grid
         times = spec.times if spec.times is not None else grid
+        network_times = spec.network_times
         if solver.adaptive and spec.times is not None:
-            times = "uniform"  # an adaptive solver reads only eps from its grid
+            times, network_times = "uniform", None  # an adaptive solver reads only eps
         # plan the budgets with what sample() runs (on a zero-SNR path: the limit step too)
         planner = for_path(solver, problem.sde)
         for budget, steps, configured in jobs_for(spec, solver, budgets):
@@ -343,7 +346,7 @@ def run_problem(
                     continue
             if progress is not None:
                 progress(f"{problem.name} {spec.label} {budget or 'adaptive'}")
-            sol, x, wall = run(configured, steps, times)
+            sol, x, wall = run(configured, steps, times, network_times=network_times)
             values = score(x, configured.pathwise_limit)
             means, ses = summarise(values)
             verdict = floor_verdict(values, tested, alpha, two_sided, score.expected)

@@ -81,17 +81,21 @@ class GridMap:
         frac = torch.cumsum(torch.softmax(logits, 0), 0)
         return torch.cat([theta.new_full((1,), self.lam_T), self.lam_T + span * frac])
 
-    def __call__(self, theta: Tensor) -> Tensor:
-        lam = self.lambdas(theta)
+    def times_of(self, lam: Tensor) -> Tensor:
+        """t(lambda) in [eps, T], differentiably: value t0 = t(lambda), derivative
+        d t / d lambda = 1 / lambda'(t0)."""
         with torch.no_grad():
             t0 = self.sde.t_from_log_snr(2 * lam).clamp(self.eps, self.T)
         t_req = t0.clone().requires_grad_(True)
         with torch.enable_grad():
             (slope,) = torch.autograd.grad(_lam(self.sde, t_req).sum(), t_req)
-        t = t0 + (lam - lam.detach()) / slope  # value t0, derivative d t / d lambda
-        t = torch.cat([t0.new_full((1,), self.T), t[1:]])  # T is fixed
+        return t0 + (lam - lam.detach()) / slope
+
+    def __call__(self, theta: Tensor) -> Tensor:
+        t = self.times_of(self.lambdas(theta))
+        t = torch.cat([t.new_full((1,), self.T), t[1:]])  # T is fixed
         if not self.free_end:
-            t = torch.cat([t[:-1], t0.new_full((1,), self.eps)])
+            t = torch.cat([t[:-1], t.new_full((1,), self.eps)])
         return t
 
     def theta_of(self, grid: Tensor) -> Tensor:
@@ -107,6 +111,30 @@ class GridMap:
         share = float((lam[-1] - self.lam_T) / (self.lam_eps - self.lam_T))
         share = min(max(share, 1e-6), 0.98)
         return torch.cat([theta, theta.new_full((1,), math.log(share / (1 - share)))])
+
+
+class DecoupledMap:
+    """theta = [grid logits, shifts] -> (grid, network times), LD3's decoupled times
+    (``scoresde.core.network_times``): lambda'_i = lambda_i + clamp(shift_i, -w g, w g) for
+    the interior times, g the grid's smallest log-SNR gap (held fixed in the derivative) and
+    w = WINDOW; the first and the last network time are the grid's own, as in LD3."""
+
+    WINDOW = 0.5  # LD3's window_rate
+
+    def __init__(self, grid_map: GridMap, steps: int) -> None:
+        self.map, self.steps = grid_map, steps
+        self.split = steps - 1 + int(grid_map.free_end)
+
+    def theta_of(self, grid: Tensor) -> Tensor:
+        theta = self.map.theta_of(grid)
+        return torch.cat([theta, theta.new_zeros(self.steps)])
+
+    def __call__(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        logits, shift = theta[: self.split], theta[self.split :]
+        grid, lam = self.map(logits), self.map.lambdas(logits)
+        reach = self.WINDOW * torch.diff(lam.detach()).abs().min()
+        inner = self.map.times_of(lam[1:-1] + torch.clamp(shift[1:-1], -reach, reach))
+        return grid, torch.cat([grid[:1], inner, grid[-1:]])
 
 
 def descend(
@@ -171,6 +199,7 @@ def tune_grid(
     seed: int = 0,
     eps: float | None = None,
     free_end: bool = True,
+    network_times: bool = False,
     device: str | torch.device = "cpu",
     on_run: Callable[[], None] | None = None,
     on_held_out: Callable[[str, Tensor], None] | None = None,
@@ -202,6 +231,8 @@ def tune_grid(
             step size on the logits.
         eps: the last evaluation time (default: ``sample``'s).
         free_end: let the last time move up from eps.
+        network_times: also learn the times at which the model is asked, one per grid time
+            (LD3's decoupled times, ``DecoupledMap``); the result's ``network_grid``.
         on_run: called after every solver run (a progress bar).
         on_held_out: called as on_held_out(label, samples) with the held-out samples of every
             named grid and of the tuned one ("tuned"), for data-side metrics.
@@ -268,13 +299,14 @@ def tune_grid(
             teachers[key] = teacher
     runs = 0
 
-    def distances(grid: Tensor, part: str, grad: bool = False) -> Tensor:
+    def distances(grid: Tensor, part: str, grad: bool = False, net: Tensor | None = None):
         nonlocal runs
         runs += 1
         x, c = parts[part]
         out = sample(
-            score, sde, x_T=x, solver=method, time_grid=grid, eps=eps, condition=c, grad=grad
-        )
+            score, sde, x_T=x, solver=method, time_grid=grid, eps=eps, condition=c, grad=grad,
+            network_times=net,
+        )  # fmt: skip
         if on_run is not None:
             on_run()
         if part == "held" and on_held_out is not None:
@@ -296,21 +328,29 @@ def tune_grid(
         start = min(named_train, key=named_train.__getitem__) if init == "best" else init
         grid0, start_error = named[start], named_train[start]
     to_grid = GridMap(sde, float(grid0[0]), eps, free_end)
-    theta, train_error = descend(
-        lambda th: distances(to_grid(th), "train", grad=True).mean(),
-        to_grid.theta_of(grid0),
-        iterations,
-        lr,
-    )
-    best = to_grid(theta).detach()
-    if not train_error < start_error:  # the start itself (theta_of may end it short of eps)
-        best, train_error = grid0.clone(), start_error
+    to_both = DecoupledMap(to_grid, steps) if network_times else None
+    if to_both is None:
+        theta, train_error = descend(
+            lambda th: distances(to_grid(th), "train", grad=True).mean(),
+            to_grid.theta_of(grid0), iterations, lr,
+        )  # fmt: skip
+        best, best_net = to_grid(theta).detach(), None
+    else:
 
-    def held_out_summary(grid: Tensor) -> list[float]:
-        d = distances(grid, "held")
+        def decoupled_loss(th: Tensor) -> Tensor:
+            grid, net = to_both(th)
+            return distances(grid, "train", grad=True, net=net).mean()
+
+        theta, train_error = descend(decoupled_loss, to_both.theta_of(grid0), iterations, lr)
+        best, best_net = (v.detach() for v in to_both(theta))
+    if not train_error < start_error:  # the start itself (theta_of may end it short of eps)
+        best, best_net, train_error = grid0.clone(), None, start_error
+
+    def held_out_summary(grid: Tensor, net: Tensor | None = None) -> list[float]:
+        d = distances(grid, "held", net=net)
         return [float(d.mean()), float(d.std() / math.sqrt(d.numel()))]
 
-    tuned_held = held_out_summary(best)
+    tuned_held = held_out_summary(best, best_net)
     return TunedGrid(
         grid=best,
         solver=solver_spec.label,
@@ -321,7 +361,7 @@ def tune_grid(
         sde=repr(sde),
         objective=f"coupled error to ode_dopri5 rtol=atol={TEACHER_TOL:g}",
         method=f"Adam (lr {lr:g}, {iterations} steps) through the solver on softmax "
-        "increments in log-SNR",
+        "increments in log-SNR" + (", with LD3's decoupled network times" if network_times else ""),
         seed=seed,
         samples=samples,
         held_out=held_out,
@@ -331,6 +371,7 @@ def tune_grid(
         held_out_error=tuned_held[0],
         held_out_stderr=tuned_held[1],
         named={rule: held_out_summary(g) for rule, g in named.items()},
+        network_grid=best_net,
     )
 
 

@@ -23,7 +23,14 @@ class Runner:
         self.problem, self.x_T, self.replicates = problem, x_T, replicates
         self.noise_seed, self.dev, self.dtype, self.time_grid = noise_seed, dev, dtype, time_grid
 
-    def __call__(self, solver: Solver, steps: int, grid: str | Tensor | None = None, dtype=None):
+    def __call__(
+        self,
+        solver: Solver,
+        steps: int,
+        grid: str | Tensor | None = None,
+        dtype=None,
+        network_times: Tensor | None = None,
+    ):
         grid = grid if grid is not None else self.time_grid
         dtype = dtype or self.dtype
         # a solver that reads batch statistics runs replicate by replicate, so that replicates
@@ -48,6 +55,7 @@ class Runner:
                     noise="brownian" if solver.stochastic else "gaussian",
                     dtype=dtype,
                     condition=condition,
+                    network_times=network_times,
                 )
             )
         if self.dev.type == "cuda":

@@ -31,13 +31,15 @@ class SolverSpec:
     grid: str | None = None
     # the evaluation times of a grid file or a grid given in Python (not part of the identity)
     times: Tensor | None = field(default=None, compare=False, hash=False)
+    # a grid file's decoupled network times (``TunedGrid.network_grid``), if it has them
+    network_times: Tensor | None = field(default=None, compare=False, hash=False)
 
     @classmethod
     def parse(cls, text: str) -> SolverSpec:
         head, sep, path = text.strip().partition(":grid=file:")
         name, *pairs = head.split(":")
         options: dict[str, Any] = {}
-        grid, times = None, None
+        grid, times, network_times = None, None, None
         for pair in pairs:
             key, eq, value = pair.partition("=")
             if not eq or not key:
@@ -55,14 +57,16 @@ class SolverSpec:
                 raise ValueError(f"solver {text!r}: give one grid=, a rule or file:PATH")
             tuned = TunedGrid.load(path)
             tuned.check_for(head)
-            grid, times = f"file:{path}", tuned.grid
-        return cls(text.strip(), name, tuple(options.items()), grid, times)
+            grid, times, network_times = f"file:{path}", tuned.grid, tuned.network_grid
+        return cls(text.strip(), name, tuple(options.items()), grid, times, network_times)
 
-    def with_times(self, times: Tensor, label: str) -> SolverSpec:
+    def with_times(
+        self, times: Tensor, label: str, network_times: Tensor | None = None
+    ) -> SolverSpec:
         """This spec on the given evaluation times (unless it names its own grid)."""
         if self.grid is not None:
             return self
-        return SolverSpec(self.label, self.name, self.options, label, times)
+        return SolverSpec(self.label, self.name, self.options, label, times, network_times)
 
     def build(self, **extra: Any) -> Solver:
         try:

@@ -5,8 +5,10 @@ grid, and ``compare`` / ``generate`` take it in a solver spec as ``grid=file:PAT
 file holds the N evaluation times (float64, T .. eps) and the provenance: the solver spec, its
 step count and planned NFE, the model (name and fingerprint), the SDE, the objective, the
 seed, the train and held-out errors, and the held-out errors of the named grids it was
-measured against. A grid is refused for another solver or another step count, since the
-times are tuned to one method's error at one N.
+measured against; with decoupled network times (LD3) also ``network_grid``, the times at
+which the model is asked for each grid time (``sample(network_times=...)``). A grid is
+refused for another solver or another step count, since the times are tuned to one method's
+error at one N.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ class TunedGrid:
     eps -> 0 is ``sample``'s, as for a named grid). solver: the solver spec it was tuned for
     (``unipc``, ``dpm_solver++:order=3``); steps, nfe: N and the solver's planned NFE at N.
     held_out_error, held_out_stderr: mean coupled error E|x - x_ref| on held-out x_T (and its
-    standard error); named: the same for each named grid, {rule: [error, stderr]}."""
+    standard error); named: the same for each named grid, {rule: [error, stderr]}.
+    network_grid: None, or (N,) float64 times at which the model is asked for each grid time
+    (``scoresde.core.network_times``); ``sample_options()`` gives both to ``sample``."""
 
     grid: Tensor
     solver: str
@@ -51,6 +55,7 @@ class TunedGrid:
     held_out_error: float = math.nan
     held_out_stderr: float = math.nan
     named: dict[str, list[float]] = field(default_factory=dict)
+    network_grid: Tensor | None = None
 
     def __post_init__(self) -> None:
         grid = torch.as_tensor(self.grid, dtype=torch.float64).flatten().cpu()
@@ -61,6 +66,17 @@ class TunedGrid:
         if grid.numel() != self.steps:
             raise ValueError(f"grid has {grid.numel()} times but steps = {self.steps}")
         self.grid = grid
+        if self.network_grid is not None:
+            times = torch.as_tensor(self.network_grid, dtype=torch.float64).flatten().cpu()
+            if times.shape != grid.shape or not bool(torch.isfinite(times).all()):
+                raise ValueError(
+                    f"network_grid must hold {grid.numel()} finite times, one per grid time"
+                )
+            self.network_grid = times
+
+    def sample_options(self) -> dict[str, Tensor | None]:
+        """``sample``'s keyword arguments for this grid: time_grid and network_times."""
+        return {"time_grid": self.grid, "network_times": self.network_grid}
 
     def check_for(self, solver: str, steps: int | None = None) -> None:
         """A ValueError unless this grid was tuned for ``solver`` (the same spec, grid option
@@ -79,6 +95,10 @@ class TunedGrid:
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
         data["grid"] = self.grid.tolist()
+        if self.network_grid is None:  # files without network times keep the first layout
+            del data["network_grid"]
+        else:
+            data["network_grid"] = self.network_grid.tolist()
         return json.dumps({"format": FORMAT, **data}, indent=1)
 
     def save(self, path: str | Path) -> Path:
