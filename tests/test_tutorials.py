@@ -172,7 +172,9 @@ def test_generation_at_scale(capsys, monkeypatch, tmp_path):
     assert lines[2] == "(96, 1, 8, 8) 1 10 3"
     assert lines[3] == "0 32 True"  # resume: nothing new, then only the lost shard
     assert lines[4].startswith("refused: --out samples holds a different run")
-    assert lines[5] == "True True"  # batch size and count do not change a sample
+    # batch size and count change a sample by float round-off at most (batch-dependent
+    # convolution kernels on some CPUs; measured up to 2e-5 here)
+    assert all(float(v) < 1e-4 for v in lines[5].split())
 
 
 def _torchrun_command() -> str:
