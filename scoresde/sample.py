@@ -285,8 +285,9 @@ def sample(
             raise ValueError("x_T contains NaN or Inf")
         if condition:
             score = bind_condition(score, condition, x.shape[0], device)
-        if network_times is not None:
-            score = RetimedScore(score, sde, grid[:-1], _network_times(network_times, grid, sde))
+        if network_times is not None:  # both moved to the device once, not on every call
+            times = _network_times(network_times, grid, sde).to(device)
+            score = RetimedScore(score, sde, grid[:-1].to(device), times)
 
         def make_run() -> Run:
             counted = _CountedScore(score)

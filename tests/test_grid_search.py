@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from central_differences import assert_gradient_matches_central_differences
 
 import scoresde as sd
 from scoresde.evaluation.grid_search import GridMap, dp_grid
@@ -32,15 +33,7 @@ def _check_grid_gradient(spec, sde, rel, abs_tol):
     solver = sd.evaluation.SolverSpec.parse(spec).build()
     f = _objective(solver, mixture_2d().exact_score(sde), x_T, w, sde)
     g0 = sd.make_time_grid(sde, 6, "logsnr", EPS)[:-1]
-    g = g0.clone().requires_grad_(True)
-    f(g, grad=True).backward()
-    for i in range(1, len(g0)):
-        h = 1e-6 * float(g0[i])
-        up, down = g0.clone(), g0.clone()
-        up[i] += h
-        down[i] -= h
-        fd = float(f(up) - f(down)) / (2 * h)
-        assert float(g.grad[i]) == pytest.approx(fd, rel=rel, abs=abs_tol), (spec, i)
+    assert_gradient_matches_central_differences(f, g0, rel=rel, abs_tol=abs_tol, label=spec)
 
 
 @pytest.mark.parametrize(

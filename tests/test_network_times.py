@@ -7,12 +7,13 @@ import math
 
 import pytest
 import torch
+from central_differences import assert_gradient_matches_central_differences
+from toy_model import gaussian_model
 
 import scoresde as sd
 from scoresde.commands.generate import generate
 from scoresde.evaluation.grid_search import DecoupledMap, GridMap
-from scoresde.evaluation.targets import GaussianMixture, mixture_2d
-from scoresde.models import ModelSpec
+from scoresde.evaluation.targets import mixture_2d
 
 SDE = sd.VPSDE()
 EPS = 1e-3
@@ -85,15 +86,7 @@ def test_gradient_in_the_network_times_matches_finite_differences(spec):
 
     net0 = grid.clone()
     net0[1:-1] *= 1.05
-    net = net0.clone().requires_grad_(True)
-    f(net, grad=True).backward()
-    for i in range(1, len(grid)):
-        h = 1e-6 * float(net0[i])
-        up, down = net0.clone(), net0.clone()
-        up[i] += h
-        down[i] -= h
-        fd = float(f(up) - f(down)) / (2 * h)
-        assert float(net.grad[i]) == pytest.approx(fd, rel=5e-5, abs=1e-7), (spec, i)
+    assert_gradient_matches_central_differences(f, net0, rel=5e-5, abs_tol=1e-7, label=spec)
 
 
 def test_network_times_are_refused_where_they_cannot_apply():
@@ -124,14 +117,9 @@ def test_the_decoupled_map_keeps_the_ends_and_moves_the_rest_within_its_window()
     torch.testing.assert_close(shift, torch.tensor([reach, -reach, 0.01, -0.02]).double())
 
 
-def gaussian_model():
-    data = GaussianMixture([1.0], [[0.5, -0.3]], [[0.3, 1.5]])
-    return ModelSpec(sd.Score(data.exact_score(SDE).eps, SDE, "eps"), SDE, (2,))
-
-
 @pytest.fixture(scope="module")
 def decoupled():
-    return sd.tune_grid(gaussian_model(), "dpm_solver++:order=3", 5, samples=64, held_out=256,
+    return sd.tune_grid(gaussian_model(SDE), "dpm_solver++:order=3", 5, samples=64, held_out=256,
                         iterations=30, seed=3, network_times=True)  # fmt: skip
 
 
@@ -144,7 +132,7 @@ def test_tuning_network_times_beats_every_named_grid_and_round_trips(decoupled, 
     options = back.sample_options()
     assert torch.equal(options["network_times"], decoupled.network_grid)
     plain = sd.TunedGrid.load(
-        sd.tune_grid(gaussian_model(), "dpm_solver++:order=3", 5, samples=64, held_out=256,
+        sd.tune_grid(gaussian_model(SDE), "dpm_solver++:order=3", 5, samples=64, held_out=256,
                      iterations=2, seed=3).save(tmp_path / "plain.json")
     )  # fmt: skip
     assert plain.network_grid is None and "network_grid" not in json.loads(
@@ -155,7 +143,7 @@ def test_tuning_network_times_beats_every_named_grid_and_round_trips(decoupled, 
 def test_compare_and_generate_apply_a_grid_files_network_times(decoupled, tmp_path):
     path = decoupled.save(tmp_path / "grid.json")
     spec = f"dpm_solver++:order=3:grid=file:{path}"
-    model = gaussian_model()
+    model = gaussian_model(SDE)
     out = generate(model, tmp_path / "gen", num=8, solver=spec, batch_size=8, progress=False,
                    check_model=False)  # fmt: skip
     run = json.loads((tmp_path / "gen" / "run.json").read_text())

@@ -7,26 +7,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from toy_model import gaussian_model
 
 import scoresde as sd
 from scoresde.commands.cli import main
 from scoresde.commands.generate import generate
-from scoresde.evaluation.targets import GaussianMixture, mixture_2d
-from scoresde.models import ModelSpec
+from scoresde.evaluation.targets import mixture_2d
 
 SDE = sd.VPSDE()
 
 
-def gaussian_model():
-    """Gaussian data N(mu, diag v): its probability-flow ODE is solved in closed form, so the
-    teacher is exact up to dopri5's tolerance."""
-    data = GaussianMixture([1.0], [[0.5, -0.3]], [[0.3, 1.5]])
-    return ModelSpec(sd.Score(data.exact_score(SDE).eps, SDE, "eps"), SDE, (2,))
-
-
 @pytest.fixture(scope="module")
 def tuned():
-    return sd.tune_grid(gaussian_model(), "dpm_solver++:order=3", 5, samples=64, held_out=256,
+    return sd.tune_grid(gaussian_model(SDE), "dpm_solver++:order=3", 5, samples=64, held_out=256,
                         iterations=30, seed=3)  # fmt: skip
 
 
@@ -39,7 +32,7 @@ def test_a_tuned_grid_beats_every_named_grid_on_held_out_starts(tuned):
 
 
 def test_tuning_is_deterministic_under_a_seed(tuned):
-    again = sd.tune_grid(gaussian_model(), "dpm_solver++:order=3", 5, samples=64, held_out=256,
+    again = sd.tune_grid(gaussian_model(SDE), "dpm_solver++:order=3", 5, samples=64, held_out=256,
                          iterations=30, seed=3)  # fmt: skip
     assert torch.equal(again.grid, tuned.grid) and again.held_out_error == tuned.held_out_error
 
@@ -64,13 +57,13 @@ def test_a_tuned_grid_survives_a_json_round_trip_and_fits_only_its_solver(tuned,
 
 def test_tune_grid_refuses_what_it_cannot_tune():
     with pytest.raises(ValueError, match="deterministic fixed-grid solver"):
-        sd.tune_grid(gaussian_model(), "euler_maruyama", 10)
+        sd.tune_grid(gaussian_model(SDE), "euler_maruyama", 10)
     with pytest.raises(ValueError, match="needs sde= and shape="):
         sd.tune_grid(lambda x, t: -x, "unipc", 6)
     with pytest.raises(ValueError, match=">= 3"):
-        sd.tune_grid(gaussian_model(), "ode_heun", 3)
+        sd.tune_grid(gaussian_model(SDE), "ode_heun", 3)
     with pytest.raises(ValueError, match="leave out grid="):
-        sd.tune_grid(gaussian_model(), "unipc:grid=logsnr", 6)
+        sd.tune_grid(gaussian_model(SDE), "unipc:grid=logsnr", 6)
 
 
 def test_compare_and_generate_take_grid_files(tuned, tmp_path):
@@ -83,7 +76,7 @@ def test_compare_and_generate_take_grid_files(tuned, tmp_path):
     assert tuned_rec[0].time_grid == f"file:{path}"
     with pytest.raises(ValueError, match="not for 'unipc"):
         sd.compare(targets="gmm2d", solvers=f"unipc:grid=file:{path}", nfe=10)
-    model = gaussian_model()
+    model = gaussian_model(SDE)
     out = generate(model, tmp_path / "gen", num=8, solver=spec, batch_size=8, progress=False,
                    check_model=False)  # fmt: skip
     run = json.loads((tmp_path / "gen" / "run.json").read_text())
@@ -111,7 +104,7 @@ def test_compare_takes_schedule_objects_and_model_specs_and_refuses_a_schedule_w
     records = sd.compare(targets="gmm2d", solvers="ddim", nfe=10, schedule=cosine, samples=50,
                          replicates=2)  # fmt: skip
     assert records[0].schedule == repr(cosine) and records[0].target == "gmm2d"
-    model = gaussian_model()
+    model = gaussian_model(SDE)
     records = sd.compare(model=model, solvers="ddim", nfe=10, samples=50, replicates=2,
                          reference=("ode_heun", 50), check_model=False)  # fmt: skip
     assert records[0].target == "model" and np.isfinite(records[0].metrics["coupled"])
@@ -134,9 +127,9 @@ def test_tuning_from_the_dynamic_programming_start_beats_every_named_grid_for_dd
     keeps the best iterate. On the Gaussian model DDIM at 6 steps is then closer to the
     teacher on 128 held-out starts than on any named grid: measured 0.237, 0.287, 0.261 at
     seeds 0-2 against the best named (quadratic) 0.286, 0.348, 0.315, s.e. about 0.013."""
-    tuned = sd.tune_grid(gaussian_model(), "ddim", 6, samples=32, held_out=128, init="dp",
+    tuned = sd.tune_grid(gaussian_model(SDE), "ddim", 6, samples=32, held_out=128, init="dp",
                          iterations=5, seed=0)  # fmt: skip
     assert tuned.init == "dp" and math.isfinite(tuned.train_error)
     assert tuned.held_out_error < min(err for err, _ in tuned.named.values())
     with pytest.raises(ValueError, match="init must be one of"):
-        sd.tune_grid(gaussian_model(), "ddim", 6, init="gits")
+        sd.tune_grid(gaussian_model(SDE), "ddim", 6, init="gits")

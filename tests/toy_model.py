@@ -1,7 +1,9 @@
-"""Tiny deterministic eps-models for generation tests (optionally slow, for kill/resume).
+"""Tiny deterministic models for tests.
 
-Both are close to the exact eps-prediction for data at a single point x0 = 0,
-eps(x, t) = x / s(t), plus a small nonlinear term, so ``scoresde.check_model`` passes them.
+``build`` and ``build_trainable`` (generation tests; optionally slow, for kill/resume) are
+close to the exact eps-prediction for data at a single point x0 = 0, eps(x, t) = x / s(t),
+plus a small nonlinear term, so ``scoresde.check_model`` passes them. ``gaussian_model`` is
+Gaussian data with its exact score (grid tuning's tests).
 """
 
 import os
@@ -10,6 +12,8 @@ import time
 import torch
 
 import scoresde as sd
+from scoresde.evaluation.targets import GaussianMixture
+from scoresde.models import ModelSpec
 
 SDE = sd.VPSDE(sd.LinearSchedule())
 
@@ -45,3 +49,10 @@ class TrainableEps(torch.nn.Module):
 
 def build_trainable():
     return {"net": TrainableEps(), "shape": (3, 6, 6), "schedule": sd.LinearSchedule()}
+
+
+def gaussian_model(sde):
+    """Gaussian data N(mu, diag v) under ``sde`` with its exact eps: its probability-flow ODE
+    is solved in closed form, so a tuning teacher is exact up to dopri5's tolerance."""
+    data = GaussianMixture([1.0], [[0.5, -0.3]], [[0.3, 1.5]])
+    return ModelSpec(sd.Score(data.exact_score(sde).eps, sde, "eps"), sde, (2,))

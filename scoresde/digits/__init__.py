@@ -35,7 +35,7 @@ from scoresde.digits.data import (
     load_split,
     split_indices,
 )
-from scoresde.models.directory import load_network, read_model_json, sha256_of
+from scoresde.models.directory import check_sha256, load_network, read_model_json
 
 MODEL_DIR = Path(__file__).parent / "model"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -76,9 +76,7 @@ def load_classifier(device: str | torch.device = "cpu") -> DigitClassifier:
     """The shipped digit classifier (test accuracy in ``classifier_metadata()``), its weights
     checked against the record's SHA-256."""
     path = WEIGHTS_DIR / CLASSIFIER_FILE
-    expected = classifier_metadata()["sha256"]
-    if sha256_of(path) != expected:
-        raise ValueError(f"{path}: SHA-256 {sha256_of(path)} differs from the record's {expected}")
+    check_sha256(path, classifier_metadata()["sha256"], CLASSIFIER_RECORD)
     with torch.device("meta"):  # no initial weights drawn (the global RNG stays untouched)
         model = DigitClassifier()
     model.load_state_dict(load_file(path), assign=True)

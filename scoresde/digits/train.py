@@ -16,6 +16,7 @@ the same bytes; each record holds all three and the SHA-256 of the weights):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -31,7 +32,6 @@ from scoresde.digits import CLASSIFIER_FILE, CLASSIFIER_RECORD, training_data
 from scoresde.digits.classifier import DigitClassifier
 from scoresde.digits.data import LEVELS, load_split
 from scoresde.likelihood import dequantize
-from scoresde.models.directory import sha256_of
 from scoresde.training.trainer import TrainResult, learning_rate, seeded_module, train
 
 MIN_TEST_ACCURACY = 0.97
@@ -90,8 +90,9 @@ def write_classifier(out: Path, model: DigitClassifier, record: dict) -> dict:
     """``out``/classifier.safetensors and its record (settings, accuracy, SHA-256)."""
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().float() for k, v in model.state_dict().items()}
-    (out / CLASSIFIER_FILE).write_bytes(save(state))
-    record = {**record, "sha256": sha256_of(out / CLASSIFIER_FILE)}
+    data = save(state)
+    (out / CLASSIFIER_FILE).write_bytes(data)
+    record = {**record, "sha256": hashlib.sha256(data).hexdigest()}
     (out / CLASSIFIER_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     return record
 

@@ -92,7 +92,12 @@ class GridMap:
         return t0 + (lam - lam.detach()) / slope
 
     def __call__(self, theta: Tensor) -> Tensor:
-        t = self.times_of(self.lambdas(theta))
+        return self.grid_of(self.lambdas(theta))
+
+    def grid_of(self, lam: Tensor) -> Tensor:
+        """The grid at the log-SNRs ``lambdas`` gives: t(lambda), with T first (and eps last
+        without ``free_end``)."""
+        t = self.times_of(lam)
         t = torch.cat([t.new_full((1,), self.T), t[1:]])  # T is fixed
         if not self.free_end:
             t = torch.cat([t[:-1], t.new_full((1,), self.eps)])
@@ -131,7 +136,8 @@ class DecoupledMap:
 
     def __call__(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         logits, shift = theta[: self.split], theta[self.split :]
-        grid, lam = self.map(logits), self.map.lambdas(logits)
+        lam = self.map.lambdas(logits)
+        grid = self.map.grid_of(lam)
         reach = self.WINDOW * torch.diff(lam.detach()).abs().min()
         inner = self.map.times_of(lam[1:-1] + torch.clamp(shift[1:-1], -reach, reach))
         return grid, torch.cat([grid[:1], inner, grid[-1:]])
@@ -329,20 +335,18 @@ def tune_grid(
         grid0, start_error = named[start], named_train[start]
     to_grid = GridMap(sde, float(grid0[0]), eps, free_end)
     to_both = DecoupledMap(to_grid, steps) if network_times else None
-    if to_both is None:
-        theta, train_error = descend(
-            lambda th: distances(to_grid(th), "train", grad=True).mean(),
-            to_grid.theta_of(grid0), iterations, lr,
-        )  # fmt: skip
-        best, best_net = to_grid(theta).detach(), None
-    else:
 
-        def decoupled_loss(th: Tensor) -> Tensor:
-            grid, net = to_both(th)
-            return distances(grid, "train", grad=True, net=net).mean()
+    def tuned(th: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(grid, network times or None) of the logits."""
+        return (to_grid(th), None) if to_both is None else to_both(th)
 
-        theta, train_error = descend(decoupled_loss, to_both.theta_of(grid0), iterations, lr)
-        best, best_net = (v.detach() for v in to_both(theta))
+    def train_loss(th: Tensor) -> Tensor:
+        grid, net = tuned(th)
+        return distances(grid, "train", grad=True, net=net).mean()
+
+    theta0 = (to_grid if to_both is None else to_both).theta_of(grid0)
+    theta, train_error = descend(train_loss, theta0, iterations, lr)
+    best, best_net = (None if v is None else v.detach() for v in tuned(theta))
     if not train_error < start_error:  # the start itself (theta_of may end it short of eps)
         best, best_net, train_error = grid0.clone(), None, start_error
 

@@ -42,6 +42,13 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def check_sha256(path: Path, expected: str | None, record: str) -> None:
+    """A ValueError unless ``path``'s bytes have the SHA-256 that ``record`` gives."""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ValueError(f"model: {path} has SHA-256 {actual}, {record} says {expected}")
+
+
 def write_model_dir(out: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write ``state`` as model.safetensors, then ``meta`` with the weights' SHA-256 as
     model.json (each atomically, the JSON last, so a directory with a model.json is whole)."""
@@ -73,10 +80,7 @@ def load_network(path: str | Path, device: str | torch.device = "cpu") -> torch.
     path = Path(path)
     meta = read_model_json(path)
     weights = path / WEIGHTS_FILE
-    expected = meta.get("sha256", {}).get(WEIGHTS_FILE)
-    actual = sha256_of(weights)
-    if actual != expected:
-        raise ValueError(f"model: {weights} has SHA-256 {actual}, model.json says {expected}")
+    check_sha256(weights, meta.get("sha256", {}).get(WEIGHTS_FILE), MODEL_FILE)
     with torch.device("meta"):
         net = build_network(meta["network"])
     net.load_state_dict(load_file(weights), assign=True)
